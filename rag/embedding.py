@@ -1,0 +1,89 @@
+"""Step 3 of ingest (and of every question): text to normalised vectors.
+
+``Embedder`` is a LangChain ``Embeddings`` so that the vector store and user chains can
+use it directly. Vectors are L2-normalised, which makes COSINE, IP and L2 rank alike and
+lets every metric be turned back into a cosine similarity for the relevance threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from rag.config import Settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Embeddings):
+    """Sentence-transformers model behind the LangChain ``Embeddings`` interface.
+
+    >>> embedder = Embedder(Settings())
+    >>> embedder.embed_query("What is dense passage retrieval?")[:3]
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_name = settings.embedding_model_name
+        self._model: SentenceTransformer | None = None
+
+    def load(self) -> Embedder:
+        """Read the weights (idempotent). Never reaches a model hub for the bundled default."""
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = self.settings.resolved_embedding_model
+            if os.path.isdir(path):
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            started = time.perf_counter()
+            device = None if self.settings.llm_device == "auto" else self.settings.llm_device
+            self._model = SentenceTransformer(path, device=device)
+            log.info("embedding model %s loaded in %.1f s", self.model_name, time.perf_counter() - started)
+        return self
+
+    @property
+    def model(self) -> SentenceTransformer:
+        return self.load()._model  # type: ignore[return-value]
+
+    @cached_property
+    def dimension(self) -> int:
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
+        return int(dim or self.model.get_sentence_embedding_dimension())
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces the model reads, special tokens included; the rest would be cut."""
+        return int(self.model.max_seq_length)
+
+    def count_tokens(self, text: str) -> int:
+        """Length as the model sees it, [CLS] and [SEP] included."""
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=batch_size or self.settings.embedding_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()

@@ -1,0 +1,377 @@
+"""Answer generation: a small ``Generator`` protocol and its transformers implementation.
+
+The bundled model ships as a quantized GGUF file. transformers can read it, but only by
+de-quantizing every tensor (tens of seconds), so the first load converts it once and keeps a
+plain safetensors copy under ``settings.model_cache_dir``; later loads take about a second.
+
+    >>> gen = TransformersGenerator(Settings())
+    >>> gen.load()
+    >>> for piece in gen.stream([{"role": "user", "content": "Hi"}], max_new_tokens=16):
+    ...     print(piece, end="")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
+
+from rag.config import Settings
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+REPETITION_PENALTY = 1.1  # tiny models loop on retrieved text without it
+MIN_NEW_TOKENS = 16  # room always left for an answer when a prompt overflows the window
+DEFAULT_CONTEXT = 2048  # when neither the config nor the tokenizer states a window
+MAX_CONTEXT = 32_768  # beyond this a CPU prefill takes minutes; callers trim long before
+_STALE_TMP_S = 3600  # a conversion folder this old was left by a killed process
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What the pipeline needs from a language model; the transformers one is the default."""
+
+    @property
+    def context_window(self) -> int: ...
+
+    def load(self) -> None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int: ...
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]: ...
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str: ...
+
+
+# Device, dtype and cache helpers ------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    import torch
+
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` keeps float32 on the CPU (exact, and fast enough for small models), halves on GPUs."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def gguf_cache_dir(gguf_path: Path, cache_root: Path) -> Path:
+    """Folder for the converted copy; the key changes when the file is replaced."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_root / f"{gguf_path.stem}-{key}"
+
+
+def _is_complete(folder: Path) -> bool:
+    """A cache folder only appears by rename, so config plus weights means a finished copy."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def _remove_stale_tmp(cache_root: Path, prefix: str) -> None:
+    now = time.time()
+    for old in cache_root.glob(f"{prefix}*"):
+        try:
+            if now - old.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantize ``gguf_path`` and save model and tokenizer at ``target``, atomically.
+
+    Everything is written into a temporary sibling folder that is renamed at the end, so a
+    killed conversion leaves no half-written cache behind (only a temporary folder that a
+    later conversion removes).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.tmp-"
+    _remove_stale_tmp(target.parent, prefix)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    kwargs: dict[str, Any] = {"gguf_file": name}
+    try:  # transformers >= 5 may keep GGUF blocks packed; a saved copy must be plain weights
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:
+        pass
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # older paths de-quantize but still mark the model as quantized
+        quantizer.remove_quantization_config(model)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_complete(target):  # not a lost race with another process: a real error
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# The transformers generator ------------------------------------------------------------------
+
+
+class TransformersGenerator:
+    """A chat model run in-process with transformers; streams text as it is decoded.
+
+    ``settings.resolved_llm_model`` may be a ``.gguf`` file (converted once and cached), a
+    local model folder or a Hugging Face id (downloaded only if the user's setup allows it).
+
+    ``max_context_tokens`` caps the window below the model's own, to bound CPU latency.
+
+        >>> gen = TransformersGenerator(Settings())
+        >>> gen.load()
+        >>> gen.generate([{"role": "user", "content": "Say hi."}], max_new_tokens=8)
+    """
+
+    def __init__(self, settings: Settings, *, max_context_tokens: int | None = None) -> None:
+        self.settings = settings
+        self.max_context_tokens = max_context_tokens
+        self.loaded_from_cache: bool | None = None  # None: not a GGUF model, or not loaded yet
+        self.cache_path: Path | None = None
+        self.load_seconds: float | None = None
+        self._model: PreTrainedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._device: torch.device | None = None
+        self._lock = threading.Lock()
+
+    # Loading ------------------------------------------------------------------------------
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Read tokenizer and weights; later calls return at once."""
+        with self._lock:
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            start = time.perf_counter()
+            source = self._weights_source()
+            device = resolve_device(self.settings.llm_device)
+            dtype = resolve_dtype(self.settings.llm_dtype, device)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            model.to(device).eval()
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._tokenizer, self._model, self._device = tokenizer, model, device
+            self.load_seconds = time.perf_counter() - start
+            logger.info(
+                "Loaded LLM %s on %s in %s in %.1f s%s (torch threads: %d)",
+                source,
+                device,
+                str(dtype).removeprefix("torch."),
+                self.load_seconds,
+                "" if self.loaded_from_cache is None else f", cache {'hit' if self.loaded_from_cache else 'miss'}",
+                torch.get_num_threads(),
+            )
+
+    def _weights_source(self) -> str:
+        """Folder or id for ``from_pretrained``; converts a GGUF file on first use."""
+        value = self.settings.resolved_llm_model
+        path = Path(value).expanduser()
+        if path.suffix.lower() != ".gguf":
+            return str(path) if path.exists() else value  # a hub id goes to transformers as is
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {path}")
+        target = gguf_cache_dir(path, Path(self.settings.model_cache_dir).expanduser())
+        self.cache_path = target
+        self.loaded_from_cache = _is_complete(target)
+        if not self.loaded_from_cache:
+            logger.info("Converting %s once into %s (de-quantizing takes a while)", path.name, target)
+            start = time.perf_counter()
+            convert_gguf(path, target)
+            logger.info("Converted %s in %.1f s", path.name, time.perf_counter() - start)
+        return str(target)
+
+    def _require(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        self.load()
+        assert self._model is not None and self._tokenizer is not None
+        return self._model, self._tokenizer
+
+    # Tokens -------------------------------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model attends to (prompt plus answer): the config's, else the tokenizer's."""
+        model, tokenizer = self._require()
+        candidates = [
+            value
+            for value in (
+                getattr(model.config.get_text_config(), "max_position_embeddings", None),
+                getattr(tokenizer, "model_max_length", None),
+            )
+            if isinstance(value, int) and 0 < value <= 10 * MAX_CONTEXT  # tokenizers say 1e30 for "unknown"
+        ]
+        window = min(candidates) if candidates else DEFAULT_CONTEXT
+        if self.max_context_tokens is not None:
+            window = min(window, self.max_context_tokens)
+        return min(window, MAX_CONTEXT)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text, without special tokens: for sizing context to fit the window."""
+        _, tokenizer = self._require()
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Length of the prompt as the model sees it, chat template and generation header included."""
+        return int(self._encode(messages)["input_ids"].shape[-1])
+
+    def _encode(self, messages: Sequence[ChatMessage]) -> dict[str, torch.Tensor]:
+        _, tokenizer = self._require()
+        encoded = tokenizer.apply_chat_template(
+            [dict(m) for m in messages],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    # Generation ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        """Yield answer text as it is decoded; stopping early stops the decoding thread too."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer = self._require()
+        inputs = self._fit(self._encode(messages), max_new_tokens or self.settings.max_new_tokens)
+        new_tokens = inputs.pop("max_new_tokens")
+        temperature = self.settings.temperature if temperature is None else temperature
+        stop = threading.Event()
+
+        class _StopFlag(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs: dict[str, Any] = {
+            **{k: v.to(self._device) for k, v in inputs.items()},
+            "max_new_tokens": new_tokens,
+            "repetition_penalty": REPETITION_PENALTY,
+            "pad_token_id": tokenizer.pad_token_id,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_StopFlag()]),
+        }
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
+        else:  # greedy; sampling knobs a model's generation config may carry would only warn
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    model.generate(**kwargs)
+            except BaseException as error:  # handed to the consumer below
+                errors.append(error)
+                streamer.end()  # unblock the consumer; generate() only ends the stream on success
+
+        thread = threading.Thread(target=run, name="llm-generate", daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            stop.set()  # a consumer that stopped early: end decoding at the next token
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        """The whole answer at once."""
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature))
+
+    def _fit(self, inputs: dict[str, torch.Tensor], wanted: int) -> dict[str, Any]:
+        """Shrink the answer budget to the window; as a last resort cut the prompt's middle.
+
+        Callers trim retrieved context to fit, so this only guards against mistakes. The cut
+        keeps the start (system prompt) and the end (question and answer header).
+        """
+        import torch
+
+        window = self.context_window
+        length = int(inputs["input_ids"].shape[-1])
+        room = window - length
+        if room < MIN_NEW_TOKENS:
+            keep = max(window - MIN_NEW_TOKENS, 2)
+            head = keep // 4
+            logger.warning("Prompt of %d tokens exceeds the %d-token window; cutting its middle", length, window)
+            inputs = {k: torch.cat([v[:, :head], v[:, length - (keep - head) :]], dim=-1) for k, v in inputs.items()}
+            room = window - keep
+        if wanted > room:
+            logger.info("Answer budget cut from %d to %d tokens to fit the %d-token window", wanted, room, window)
+        return {**inputs, "max_new_tokens": max(1, min(wanted, room))}

@@ -1,0 +1,166 @@
+"""Ingest, end to end: load -> chunk -> embed -> store, one file at a time.
+
+The command line and the upload page both call ``Ingestor.ingest``; neither touches
+pypdf, the model or Milvus. Each file gets its own outcome; a bad file never stops the
+batch, and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.chunking import Chunker
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.loading import LoadError, is_supported, load_document, source_key
+from rag.records import FileResult, IngestReport, Outcome
+from rag.store import DocumentStore, quote
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Hooks a front end can fill to show progress; all optional."""
+
+    on_files: Callable[[int], None] = lambda total: None
+    on_file_start: Callable[[Path], None] = lambda path: None
+    on_chunks: Callable[[int, int], None] = lambda done, total: None
+    on_file_done: Callable[[FileResult], None] = lambda result: None
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResult]]:
+    """Expand files, folders (recursively, supported types only) and glob patterns.
+
+    Returns the files to ingest, in a stable order without repeats, and a failed result
+    for each argument that matched nothing.
+    """
+    files: list[Path] = []
+    missing: list[FileResult] = []
+    for raw in paths:
+        text = str(raw)
+        if any(ch in text for ch in "*?[") and not Path(text).exists():
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            found = [m for m in matches if m.is_file()]
+            found += [f for m in matches if m.is_dir() for f in _walk(m)]
+        else:
+            path = Path(text)
+            found = _walk(path) if path.is_dir() else [path] if path.exists() else []
+        if not found:
+            missing.append(FileResult(Path(text), text, Outcome.FAILED, error="no such file, folder or match"))
+        files.extend(found)
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    return [Path(f) for f in unique], missing
+
+
+def _walk(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_supported(p) and not p.name.startswith("."))
+
+
+class Ingestor:
+    """Turns files into stored chunks.
+
+    >>> ingestor = Ingestor(settings, embedder, store)
+    >>> report = ingestor.ingest(["docs/"])
+    >>> print(report.summary())
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self._chunker: Chunker | None = None
+
+    @property
+    def chunker(self) -> Chunker:
+        if self._chunker is None:
+            self._chunker = Chunker(
+                self.embedder.count_tokens,
+                chunk_size=self.settings.chunk_size,
+                chunk_overlap=self.settings.chunk_overlap,
+                max_tokens=self.embedder.max_tokens,
+            )
+        return self._chunker
+
+    def ingest(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        progress: Progress | None = None,
+        sources: dict[Path, str] | None = None,
+    ) -> IngestReport:
+        """Ingest every file under ``paths``. ``sources`` may name the stored key of a file
+        (the upload page stores files under their uploaded name)."""
+        progress = progress or Progress()
+        started = time.perf_counter()
+        files, report_missing = collect_files(paths)
+        report = IngestReport(files=list(report_missing))
+        progress.on_files(len(files) + len(report_missing))
+        for result in report_missing:
+            progress.on_file_done(result)
+        for path in files:
+            progress.on_file_start(path)
+            result = self.ingest_file(path, source=(sources or {}).get(path), progress=progress)
+            report.files.append(result)
+            progress.on_file_done(result)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def ingest_file(self, path: Path, *, source: str | None = None, progress: Progress | None = None) -> FileResult:
+        """Load, chunk, embed and store one file; never raises for a bad file."""
+        progress = progress or Progress()
+        try:
+            document = load_document(path, source=source, max_bytes=self.settings.max_file_mb * 1_000_000)
+        except LoadError as exc:
+            return FileResult(path, source or source_key(path), Outcome.FAILED, error=str(exc))
+        except OSError as exc:
+            error = f"cannot read the file: {exc.strerror}"
+            return FileResult(path, source or source_key(path), Outcome.FAILED, error=error)
+        result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
+        known, complete = self.store.version_state(document.source, document.content_hash)
+        if complete:
+            result.outcome = Outcome.UNCHANGED
+            result.chunks = self.store.count(f"source == {quote(document.source)}")
+            return result
+        chunks = self.chunker.split_document(document)
+        if not chunks:
+            result.outcome, result.error = Outcome.FAILED, "no text left after cleaning"
+            return result
+        try:
+            vectors = self._embed([c.text for c in chunks], progress)
+            self.store.write(chunks, vectors)
+        except Exception as exc:
+            # Chunks of the new version may be partly written: remove them, keep the old version.
+            log.exception("ingest of %s failed", path)
+            self._discard_partial(document.source, document.content_hash, replaced=known)
+            result.outcome, result.error = Outcome.FAILED, f"could not store it: {exc}"
+            return result
+        result.outcome = Outcome.REPLACED if known else Outcome.ADDED
+        result.chunks = len(chunks)
+        return result
+
+    def _embed(self, texts: list[str], progress: Progress) -> np.ndarray:
+        batch = self.settings.embedding_batch_size * 4
+        parts = []
+        for start in range(0, len(texts), batch):
+            parts.append(self.embedder.encode(texts[start : start + batch]))
+            progress.on_chunks(min(start + batch, len(texts)), len(texts))
+        return np.concatenate(parts)
+
+    def _discard_partial(self, source: str, content_hash: str, *, replaced: bool) -> None:
+        try:
+            if replaced:
+                self.store.client.delete(
+                    self.store.name, filter=f"source == {quote(source)} and doc_hash == {quote(content_hash)}"
+                )
+            else:
+                self.store.delete(source)
+        except Exception:  # the store may be the thing that failed; a rerun cleans up
+            log.warning("could not remove partial chunks of %s", source)

@@ -1,0 +1,134 @@
+"""Typed records that carry provenance from file to answer.
+
+A ``Page`` comes out of loading, a ``Chunk`` out of chunking and goes into the store, a
+``Hit`` comes back from retrieval. Each keeps the source file and page so that every
+answer can cite where it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Page:
+    """The normalised text of one page (PDF) or of a whole text file (``number`` is None)."""
+
+    text: str
+    number: int | None
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A file read from disk: its pages and the identity used by the store."""
+
+    source: str  # stable key: the path as the user gave it, relative where possible
+    title: str  # file name shown to people
+    content_hash: str  # sha256 of the file's bytes: the version's identity
+    size_bytes: int
+    pages: list[Page]  # pages that hold text
+    page_total: int  # all pages of the file, blank ones included
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough for the embedding model, with its provenance."""
+
+    id: str
+    text: str
+    source: str
+    title: str
+    page: int | None
+    index: int  # position of the chunk within its document
+    count: int  # chunks in the document; lets the store tell a complete version from a torn one
+    content_hash: str
+    doc_pages: int
+    doc_bytes: int
+
+
+@dataclass
+class Hit:
+    """A retrieved passage and how relevant it is (cosine similarity to the question)."""
+
+    text: str
+    source: str
+    title: str
+    page: int | None
+    score: float
+    chunk_index: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """One document as the store sees it (for listing and deleting)."""
+
+    source: str
+    title: str
+    content_hash: str
+    pages: int
+    chunks: int
+    size_bytes: int
+    added_at: float
+
+
+class Outcome(str, Enum):
+    ADDED = "added"
+    REPLACED = "replaced"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@dataclass
+class FileResult:
+    """What ingest did with one file."""
+
+    path: Path
+    source: str
+    outcome: Outcome
+    chunks: int = 0
+    pages: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "source": self.source,
+            "outcome": self.outcome.value,
+            "chunks": self.chunks,
+            "pages": self.pages,
+            "error": self.error,
+        }
+
+
+@dataclass
+class IngestReport:
+    """Per-file outcomes of one ingest run."""
+
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for f in self.files if f.outcome is outcome)
+
+    @property
+    def failed(self) -> bool:
+        return any(f.outcome is Outcome.FAILED for f in self.files)
+
+    @property
+    def chunks_written(self) -> int:
+        return sum(f.chunks for f in self.files if f.outcome in (Outcome.ADDED, Outcome.REPLACED))
+
+    def summary(self) -> str:
+        parts = [f"{self.count(o)} {o.value}" for o in Outcome]
+        return f"{len(self.files)} files: " + ", ".join(parts) + f" ({self.chunks_written} chunks, {self.seconds:.1f} s)"
+
+    def to_dict(self) -> dict:
+        return {
+            "files": [f.to_dict() for f in self.files],
+            "summary": {o.value: self.count(o) for o in Outcome},
+            "chunks_written": self.chunks_written,
+            "seconds": round(self.seconds, 3),
+        }

@@ -1,0 +1,49 @@
+"""The composition root: one embedder, store, ingestor and generator per process.
+
+Front ends build ``Services(settings)`` once (the app caches it with
+``st.cache_resource``) and ask it for parts; each part is made on first use.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.pipeline import Ingestor
+from rag.store import DocumentStore
+
+if TYPE_CHECKING:
+    from rag.generation import TransformersGenerator
+
+
+class Services:
+    """Lazily built, shared parts of the product."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from rag.logs import quiet_libraries
+
+        quiet_libraries()
+        return Embedder(self.settings).load()
+
+    @cached_property
+    def _store(self) -> DocumentStore:
+        return DocumentStore(self.settings, self.embedder)
+
+    def store(self) -> DocumentStore:
+        """The opened store (connects on first call; raises ``StoreError`` with advice)."""
+        return self._store.open()
+
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.settings, self.embedder, self.store())
+
+    @cached_property
+    def generator(self) -> TransformersGenerator:
+        from rag.generation import TransformersGenerator
+
+        return TransformersGenerator(self.settings)
