@@ -146,7 +146,11 @@ def _delete(args: argparse.Namespace, store, names: list[str]) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"! {r['source']}: {r['error']}" if r["error"] else f"- deleted {r['source']} ({r['deleted_chunks']} chunks)")
+            print(
+                f"! {r['source']}: {r['error']}"
+                if r["error"]
+                else f"- deleted {r['source']} ({r['deleted_chunks']} chunks)"
+            )
     return status
 
 

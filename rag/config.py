@@ -106,7 +106,9 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "rag-chat" / "models",
         description="Converted copies of GGUF models, so later loads skip de-quantizing.",
     )
-    grounding_threshold: float = Field(0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported.")
+    grounding_threshold: float = Field(
+        0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -145,4 +147,3 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
-

@@ -8,7 +8,7 @@ answer can cite where it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
@@ -74,7 +74,7 @@ class StoredDocument:
     added_at: float
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     ADDED = "added"
     REPLACED = "replaced"
     UNCHANGED = "unchanged"
@@ -123,7 +123,9 @@ class IngestReport:
 
     def summary(self) -> str:
         parts = [f"{self.count(o)} {o.value}" for o in Outcome]
-        return f"{len(self.files)} files: " + ", ".join(parts) + f" ({self.chunks_written} chunks, {self.seconds:.1f} s)"
+        return (
+            f"{len(self.files)} files: " + ", ".join(parts) + f" ({self.chunks_written} chunks, {self.seconds:.1f} s)"
+        )
 
     def to_dict(self) -> dict:
         return {

@@ -36,7 +36,17 @@ SCHEMA_VERSION = 1
 WRITE_BATCH = 256
 QUERY_LIMIT = 16_384
 BM25_SEARCH_PARAMS: dict[str, Any] = {"metric_type": "BM25", "params": {"drop_ratio_search": 0.0}}
-META_FIELDS = ["source", "title", "page", "chunk_index", "chunk_count", "doc_hash", "doc_pages", "doc_bytes", "added_at"]
+META_FIELDS = [
+    "source",
+    "title",
+    "page",
+    "chunk_index",
+    "chunk_count",
+    "doc_hash",
+    "doc_pages",
+    "doc_bytes",
+    "added_at",
+]
 
 
 class StoreError(RuntimeError):
@@ -118,8 +128,9 @@ class DocumentStore:
                 "Start the app with `make app` (it shares the store through a local server), or wait for "
                 "the other process to finish."
             )
+        reason = text.splitlines()[0] if text else type(exc).__name__
         return StoreUnavailableError(
-            f"cannot reach Milvus at {self.uri} within {self.settings.connect_timeout_s:.0f} s: {text.splitlines()[0] if text else type(exc).__name__}. "
+            f"cannot reach Milvus at {self.uri} within {self.settings.connect_timeout_s:.0f} s: {reason}. "
             "Check that the server is running and RAG_MILVUS_URI / RAG_MILVUS_TOKEN are right."
         )
 
@@ -162,9 +173,7 @@ class DocumentStore:
     def _create_collection(self) -> None:
         want_hybrid = _supports_bm25(self.server_version)
         if not want_hybrid:
-            self._notice(
-                f"Milvus {self.server_version} has no built-in BM25 (needs 2.5 or newer): dense search only."
-            )
+            self._notice(f"Milvus {self.server_version} has no built-in BM25 (needs 2.5 or newer): dense search only.")
         try:
             self._create(with_bm25=want_hybrid)
         except MilvusException as exc:
@@ -227,9 +236,7 @@ class DocumentStore:
                 meta = {}
         fields = {f["name"]: f for f in info.get("fields", [])}
         if "vector" not in fields or "doc_hash" not in fields:
-            raise StoreError(
-                f"collection '{self.name}' was not made by this app; choose another with RAG_COLLECTION"
-            )
+            raise StoreError(f"collection '{self.name}' was not made by this app; choose another with RAG_COLLECTION")
         dim = int(fields["vector"].get("params", {}).get("dim", 0))
         model = meta.get("rag.embedding_model", "unknown")
         if model != self.embedder.model_name or dim != self.embedder.dimension:
