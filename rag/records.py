@@ -57,8 +57,9 @@ class Hit:
     title: str
     page: int | None
     score: float
-    chunk_index: int = 0
+    chunk_index: int = 0  # first chunk of the passage
     ids: list[str] = field(default_factory=list)
+    chunk_indexes: list[int] = field(default_factory=list)  # all chunks merged into this passage
 
 
 @dataclass(frozen=True)

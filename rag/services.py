@@ -15,7 +15,9 @@ from rag.pipeline import Ingestor
 from rag.store import DocumentStore
 
 if TYPE_CHECKING:
+    from rag.answering import AnswerPipeline
     from rag.generation import TransformersGenerator
+    from rag.retrieval import Retriever
 
 
 class Services:
@@ -47,3 +49,13 @@ class Services:
         from rag.generation import TransformersGenerator
 
         return TransformersGenerator(self.settings)
+
+    def retriever(self) -> Retriever:
+        from rag.retrieval import Retriever
+
+        return Retriever(self.settings, self.embedder, self.store())
+
+    def answer_pipeline(self) -> AnswerPipeline:
+        from rag.answering import AnswerPipeline
+
+        return AnswerPipeline(self.settings, self.retriever(), self.generator)

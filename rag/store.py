@@ -419,6 +419,7 @@ class DocumentStore:
                     page=None if entity["page"] < 0 else int(entity["page"]),
                     score=float(np.dot(query_np, chunk_vector)),
                     chunk_index=int(entity["chunk_index"]),
+                    chunk_indexes=[int(entity["chunk_index"])],
                     ids=[str(result["id"])],
                 )
             )

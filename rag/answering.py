@@ -1,0 +1,268 @@
+"""Grounded answers: retrieve, prompt with numbered sources, stream, then check the answer.
+
+The pipeline refuses without calling the LLM when nothing relevant was found. After
+generation it keeps only citations to sources that were given, and marks each sentence
+as supported or not by comparing its embedding with the passages; a supported sentence
+that the model left uncited gets the citation of the passage that supports it.
+
+    >>> pipeline = AnswerPipeline(settings, retriever, generator)
+    >>> stream = pipeline.stream("What does DPR stand for?")
+    >>> for piece in stream: print(piece, end="")
+    >>> stream.answer().sources[0].page
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from rag.config import Settings
+from rag.generation import ChatMessage, Generator
+from rag.records import Hit
+from rag.retrieval import Retrieval, Retriever, condense_question
+
+REFUSAL = "The documents do not contain an answer to this question."
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered sources the user gives you. "
+    "Cite the sources you use with their numbers in brackets, like [1]. "
+    "If the sources do not contain the answer, say that the documents do not contain it. "
+    "Be brief."
+)
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+
+
+@dataclass
+class Source:
+    """A numbered passage given to the model, as cited in the answer."""
+
+    n: int
+    source: str
+    title: str
+    page: int | None
+    score: float
+    text: str
+    cited: bool = False
+
+    def label(self) -> str:
+        return f"{self.title}, page {self.page}" if self.page is not None else self.title
+
+
+@dataclass
+class SentenceCheck:
+    """One sentence of the answer and whether a given passage supports it."""
+
+    text: str
+    supported: bool
+    similarity: float
+    citations: list[int] = field(default_factory=list)
+    inferred: bool = False  # the citation was added because the model gave none
+
+
+@dataclass
+class Answer:
+    text: str
+    refused: bool
+    sources: list[Source]
+    sentences: list[SentenceCheck] = field(default_factory=list)
+    question: str = ""
+    query: str = ""
+
+    @property
+    def grounded_share(self) -> float:
+        """Share of sentences that a source supports (1.0 for a refusal)."""
+        if not self.sentences:
+            return 1.0
+        return sum(s.supported for s in self.sentences) / len(self.sentences)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``ask --json`` shape."""
+        return {
+            "answer": self.text,
+            "refused": self.refused,
+            "sources": [
+                {"n": s.n, "source": s.source, "page": s.page, "score": round(s.score, 4), "text": s.text}
+                for s in self.sources
+            ],
+            "sentences": [asdict(s) for s in self.sentences],
+        }
+
+
+def number_sources(hits: Sequence[Hit]) -> list[Source]:
+    return [Source(i, h.source, h.title, h.page, h.score, h.text) for i, h in enumerate(hits, start=1)]
+
+
+def build_messages(question: str, sources: Sequence[Source]) -> list[ChatMessage]:
+    blocks = "\n\n".join(f"[{s.n}] ({s.label()})\n{s.text}" for s in sources)
+    user = f"Sources:\n\n{blocks}\n\nQuestion: {question}\nAnswer with citations:"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def fit_sources(
+    question: str, sources: list[Source], generator: Generator, max_new_tokens: int
+) -> tuple[list[Source], list[ChatMessage]]:
+    """Drop or shorten the lowest-ranked sources until prompt plus answer fit the window."""
+    budget = generator.context_window - max_new_tokens
+    kept = list(sources)
+    while True:
+        messages = build_messages(question, kept)
+        excess = generator.prompt_tokens(messages) - budget
+        if excess <= 0 or not kept:
+            return kept, messages
+        last = kept[-1]
+        tokens = generator.count_tokens(last.text)
+        if tokens - excess > 50:  # worth keeping a shortened last source
+            share = (tokens - excess - 8) / tokens
+            kept[-1] = Source(**{**asdict(last), "text": last.text[: int(len(last.text) * share)].rstrip() + " …"})
+        else:
+            kept.pop()
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def cited_numbers(text: str) -> list[int]:
+    return [int(n) for group in _CITATION.findall(text) for n in group.split(",")]
+
+
+def clean_citations(text: str, valid: int) -> str:
+    """Remove citations to sources that were not given (numbers outside 1..valid)."""
+
+    def keep(match: re.Match[str]) -> str:
+        numbers = [n for n in (int(x) for x in match.group(1).split(",")) if 1 <= n <= valid]
+        return f"[{', '.join(map(str, numbers))}]" if numbers else ""
+
+    return re.sub(r"\s+([.,;:!?])", r"\1", _CITATION.sub(keep, text)).strip()
+
+
+class AnswerStream:
+    """Iterate for the answer's text pieces; then ``answer()`` gives the checked ``Answer``.
+
+    Sources are known before the first token, so a page can show them while it streams.
+    """
+
+    def __init__(self, pipeline: AnswerPipeline, question: str, query: str, retrieval: Retrieval, **options: Any):
+        self.pipeline = pipeline
+        self.question = question
+        self.query = query
+        self.retrieval = retrieval
+        self.options = options
+        self.refused = not retrieval.found
+        self.sources = number_sources(retrieval.hits if retrieval.found else retrieval.closest)
+        self._pieces: list[str] = []
+        self._answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self.refused:
+            self._pieces = [REFUSAL]
+            yield REFUSAL
+            return
+        generator = self.pipeline.generator
+        generator.load()
+        max_new = self.options.get("max_new_tokens") or self.pipeline.settings.max_new_tokens
+        self.sources, messages = fit_sources(self.question, self.sources, generator, max_new)
+        temperature = self.options.get("temperature")
+        for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature):
+            self._pieces.append(piece)
+            yield piece
+
+    @property
+    def streamed_text(self) -> str:
+        """The text exactly as streamed so far (before citation checks)."""
+        return "".join(self._pieces).strip()
+
+    def answer(self) -> Answer:
+        """The final answer (consumes the stream if the caller did not)."""
+        if self._answer is None:
+            if not self._pieces:
+                for _ in self:
+                    pass
+            raw = self.streamed_text
+            if self.refused:
+                self._answer = Answer(REFUSAL, True, self.sources, [], self.question, self.query)
+            else:
+                self._answer = self.pipeline.check(raw, self.sources, self.question, self.query)
+        return self._answer
+
+
+class AnswerPipeline:
+    """Question in, grounded and cited answer out."""
+
+    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.generator = generator
+
+    def stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[str] = (),
+        sources: Sequence[str] | None = None,
+        k: int | None = None,
+        threshold: float | None = None,
+        mode: Any = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AnswerStream:
+        """Retrieve now; generate lazily as the returned stream is iterated."""
+        query = condense_question(question, history, self.settings.history_turns)
+        retrieval = self.retriever.retrieve(query, k=k, threshold=threshold, sources=sources, mode=mode)
+        return AnswerStream(self, question, query, retrieval, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def answer(self, question: str, **kwargs: Any) -> Answer:
+        return self.stream(question, **kwargs).answer()
+
+    def check(self, raw: str, sources: list[Source], question: str, query: str) -> Answer:
+        """Drop invalid citations, mark each sentence supported or not, infer missing citations."""
+        text = clean_citations(raw, len(sources))
+        sentences = split_sentences(text)
+        if not sentences:
+            return Answer(REFUSAL, True, sources, [], question, query)
+        embedder = self.retriever.embedder
+        sentence_vectors = embedder.encode([_CITATION.sub("", s) for s in sentences])
+        source_vectors = embedder.encode([s.text for s in sources])
+        similarity = sentence_vectors @ source_vectors.T  # both normalised: cosine
+        checks, rebuilt = [], []
+        for i, sentence in enumerate(sentences):
+            cited = [n for n in cited_numbers(sentence) if 1 <= n <= len(sources)]
+            inferred = False
+            if cited:
+                best = max(float(similarity[i, n - 1]) for n in cited)
+            else:
+                best_index = int(np.argmax(similarity[i]))
+                best = float(similarity[i, best_index])
+                if best >= self.settings.grounding_threshold:
+                    cited, inferred = [best_index + 1], True
+                    sentence = _append_citation(sentence, best_index + 1)
+            for n in cited:
+                sources[n - 1].cited = True
+            supported = best >= self.settings.grounding_threshold
+            checks.append(SentenceCheck(sentence, supported, round(best, 4), cited, inferred))
+            rebuilt.append(sentence)
+        return Answer(" ".join(rebuilt), False, sources, checks, question, query)
+
+    def as_runnable(self) -> Runnable[Any, dict[str, Any]]:
+        """The pipeline as a LangChain Runnable: ``{"question": ..., "history": [...]}`` or a string in,
+        the ``ask --json`` dictionary out."""
+
+        def run(inputs: str | dict[str, Any]) -> dict[str, Any]:
+            if isinstance(inputs, str):
+                inputs = {"question": inputs}
+            options = {key: value for key, value in inputs.items() if key != "question"}
+            return self.answer(inputs["question"], **options).to_dict()
+
+        return RunnableLambda(run, name="grounded_answer")
+
+
+def _append_citation(sentence: str, n: int) -> str:
+    match = re.search(r"[.!?]+$", sentence)
+    if match:
+        return f"{sentence[: match.start()]} [{n}]{match.group()}"
+    return f"{sentence} [{n}]"

@@ -1,0 +1,91 @@
+"""``python -m rag``: ask questions from a terminal, run the app, check the store.
+
+python -m rag ask "What is dense passage retrieval?"
+python -m rag ask --json "..."      # {"answer", "refused", "sources": [...]}
+python -m rag app                   # the Streamlit app, sharing a local store
+python -m rag doctor                # store, schema, model and consistency report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rag.config import Settings
+from rag.logs import setup_logging
+from rag.store import StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rag", description="A local, private document chatbot.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer a question from the stored documents")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    ask.add_argument("-k", "--top-k", type=int, help="passages to retrieve (RAG_TOP_K)")
+    ask.add_argument("--threshold", type=float, help="minimum relevance (RAG_RELEVANCE_THRESHOLD)")
+    ask.add_argument("--source", action="append", help="limit the search to this document (repeatable)")
+    ask.add_argument("--max-new-tokens", type=int, help="answer length limit (RAG_MAX_NEW_TOKENS)")
+
+    app = commands.add_parser("app", help="start the Streamlit app (and a local Milvus server for a local store)")
+    app.add_argument("--port", type=int, default=8501)
+
+    commands.add_parser("doctor", help="report on the store: connection, schema, model, counts, problems")
+
+    for sub in (ask, app, commands.choices["doctor"]):
+        sub.add_argument("--uri", help="Milvus Lite path or server URI (RAG_MILVUS_URI)")
+        sub.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+        sub.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(verbose=args.verbose)
+    overrides = {"milvus_uri": args.uri, "collection": args.collection}
+    if args.command == "ask":
+        overrides |= {"top_k": args.top_k, "relevance_threshold": args.threshold, "max_new_tokens": args.max_new_tokens}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        if args.command == "ask":
+            return ask(settings, args)
+        if args.command == "app":
+            from rag.launcher import run_app
+
+            return run_app(settings, port=args.port)
+        from rag.doctor import run_doctor
+
+        return run_doctor(settings)
+    except (StoreError, ValueError, RuntimeError) as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def ask(settings: Settings, args: argparse.Namespace) -> int:
+    from rag.services import Services
+
+    pipeline = Services(settings).answer_pipeline()
+    stream = pipeline.stream(args.question, sources=args.source)
+    if args.json:
+        print(json.dumps(stream.answer().to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    for piece in stream:
+        print(piece, end="", flush=True)
+    answer = stream.answer()
+    print()
+    if answer.text != stream.streamed_text:
+        print(f"\nWith citations checked:\n{answer.text}")
+    unsupported = [s.text for s in answer.sentences if not s.supported]
+    if unsupported:
+        print(f"\nNot supported by the sources ({len(unsupported)}):")
+        for sentence in unsupported:
+            print(f"  ? {sentence}")
+    print("\nClosest sources (none was relevant enough):" if answer.refused else "\nSources:")
+    for s in answer.sources:
+        mark = "*" if s.cited else " "
+        print(f" {mark}[{s.n}] {s.label()}  (relevance {s.score:.2f})  {s.source}")
+    return 0
