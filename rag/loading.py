@@ -83,7 +83,7 @@ def load_document(path: Path, *, source: str | None = None, max_bytes: int | Non
         pages, page_total = _read_text(data), 1
     return LoadedDocument(
         source=source or source_key(path),
-        title=path.name,
+        title=Path(source).name if source else path.name,
         content_hash=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         pages=pages,

@@ -1,0 +1,17 @@
+"""Streamlit entry point: ``streamlit run app.py`` (or ``make app``).
+
+Two pages share one set of models and one store per process; everything else lives in
+the ``rag`` library.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Document chat", page_icon=":material/forum:", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("app_pages/chat.py", title="Chat", icon=":material/forum:", default=True),
+        st.Page("app_pages/documents.py", title="Documents", icon=":material/description:"),
+    ]
+)
+navigation.run()

@@ -1,0 +1,1 @@
+"""The app's pages: thin views over the ``rag`` library."""

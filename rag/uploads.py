@@ -1,0 +1,67 @@
+"""Saving uploaded files safely inside the data folder before they are ingested."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.loading import SUPPORTED_SUFFIXES
+
+_UNSAFE = re.compile(r"[^\w.\- ()]+")
+
+
+class UploadError(ValueError):
+    """An upload that cannot be accepted, with the reason."""
+
+
+def safe_filename(name: str) -> str:
+    """A plain file name: no folders, no '..', no control or shell characters.
+
+    ``../../etc/passwd`` becomes ``passwd``; ``..`` or an empty name is refused.
+    """
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").split("/")[-1]
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if not name or set(name) <= {"_", "."}:
+        raise UploadError("the file name is empty after removing unsafe characters")
+    stem, dot, suffix = name.rpartition(".")
+    if dot and len(name) > 150:
+        name = f"{stem[: 150 - len(suffix) - 1]}.{suffix}"
+    return name[:150]
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """An upload written beside its final place; ``commit`` once it ingested, else ``discard``.
+
+    A failed upload therefore never replaces a good file of the same name.
+    """
+
+    name: str
+    staging: Path
+    target: Path
+
+    def commit(self) -> Path:
+        self.staging.replace(self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self.staging.unlink(missing_ok=True)
+
+
+def stage_upload(name: str, data: bytes, uploads_dir: Path, *, max_bytes: int) -> StagedUpload:
+    """Check one uploaded file and write it to a staging file inside ``uploads_dir``."""
+    filename = safe_filename(name)
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UploadError(f"unsupported file type '{suffix or '(none)'}'")
+    if len(data) > max_bytes:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    target = (uploads_dir / filename).resolve()
+    if not target.is_relative_to(uploads_dir.resolve()):
+        raise UploadError("the file name points outside the upload folder")
+    staging = target.with_name(f".{target.stem}.part{target.suffix}")
+    staging.write_bytes(data)
+    return StagedUpload(filename, staging, target)
