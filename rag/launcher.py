@@ -23,10 +23,8 @@ def run_app(settings: Settings, *, port: int = 8501) -> int:
     server: LocalServer | None = None
     if settings.is_local_store:
         server = LocalServer(Path(settings.resolved_milvus_uri))
-        server.start()
-        print(
-            f"Milvus Lite store {settings.resolved_milvus_uri} served at {server.uri if server.process else 'an existing server'}"
-        )
+        uri = server.start()
+        print(f"Milvus Lite store {settings.resolved_milvus_uri} is served at {uri} for the app and ingest")
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)]
     try:
         return subprocess.call(command, env=env)
