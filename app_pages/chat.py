@@ -59,7 +59,8 @@ def show_sources(answer: Answer) -> None:
         for source in answer.sources:
             cited = " · cited" if source.cited else ""
             st.markdown(f"**[{source.n}] {escape(source.label())}** — relevance {source.score:.2f}{cited}")
-            st.caption(escape(source.source))
+            if source.source != source.title:  # a path, not just the file name shown above
+                st.caption(escape(source.source))
             st.markdown(f"> {escape(source.text)}")
 
 

@@ -12,7 +12,7 @@ from rag.config import Settings
 from rag.loading import SUPPORTED_SUFFIXES
 from rag.pipeline import Progress
 from rag.records import FileResult, Outcome
-from rag.uploads import UploadError, stage_upload
+from rag.uploads import UploadError, remove_upload, stage_upload
 
 OUTCOME_STYLE = {
     Outcome.ADDED: (st.success, ":material/add_circle:"),
@@ -30,13 +30,20 @@ settings = services.settings
 st.title("Documents")
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def show_result(result: FileResult) -> None:
     show, icon = OUTCOME_STYLE[result.outcome]
     name = escape(Path(result.source).name)
     if result.outcome is Outcome.FAILED:
         show(f"**{name}**: failed — {escape(result.error or 'unknown error')}", icon=icon)
     else:
-        show(f"**{name}**: {result.outcome.value} ({result.pages} pages, {result.chunks} chunks)", icon=icon)
+        show(
+            f"**{name}**: {result.outcome.value} ({plural(result.pages, 'page')}, {plural(result.chunks, 'chunk')})",
+            icon=icon,
+        )
 
 
 def ingest_uploads(files: list) -> list[FileResult]:
@@ -62,7 +69,7 @@ def ingest_uploads(files: list) -> list[FileResult]:
                 staged.discard()
             else:
                 staged.commit()
-        bar.progress(1.0, text=f"{upload.name}: {result.outcome.value}")
+        bar.empty()  # the outcome message below says how it went
         results.append(result)
     return results
 
@@ -106,8 +113,10 @@ if documents:
         doomed = st.multiselect("Delete documents", [d.source for d in documents])
         if st.form_submit_button("Delete", icon=":material/delete:") and doomed:
             removed = sum(store.delete(source) for source in doomed)
+            for source in doomed:
+                remove_upload(source, Settings().uploads_dir)  # the uploaded copy goes too
             st.session_state.last_results = []
-            st.toast(f"Deleted {len(doomed)} documents ({removed} chunks)")
+            st.toast(f"Deleted {plural(len(doomed), 'document')} ({plural(removed, 'chunk')})")
             st.rerun()
 else:
     st.info("The library is empty: upload files above, or run `python -m ingest PATH` in a terminal.")

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.logs import setup_logging
-from rag.pipeline import Progress
+from rag.pipeline import Progress, build_chunker
 from rag.records import FileResult, Outcome
 from rag.services import Services
-from rag.store import StoreError
+from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, check_connection
 
 SYMBOLS = {Outcome.ADDED: "+", Outcome.REPLACED: "~", Outcome.UNCHANGED: "=", Outcome.FAILED: "!"}
 
@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"milvus_uri": args.uri, "collection": args.collection}.items() if v}
     try:
         settings = Settings(**overrides)
+        check_connection(settings)  # an unreachable store fails in a second, before the model loads
         services = Services(settings)
-        store = services.store()
+        if args.paths:
+            build_chunker(settings, services.embedder)  # a chunk size the model cannot read fails before --reset
+        store = _open_store(args, settings, services)
     except (StoreError, ValueError, RuntimeError) as exc:
         return _fail(args, str(exc))
     if args.reset and not _confirm_reset(args, store.name, store.count()):
@@ -75,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"reset": True}))
         return 0
     return _ingest(args, services)
+
+
+def _open_store(args: argparse.Namespace, settings: Settings, services: Services) -> DocumentStore:
+    """The store; with --reset also one indexed with another embedding model, so that it can be dropped."""
+    try:
+        return services.store()
+    except EmbeddingModelMismatchError:
+        if not args.reset:
+            raise
+        return DocumentStore(settings, services.embedder).open(check_model=False)
 
 
 def _ingest(args: argparse.Namespace, services: Services) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import lru_cache
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -19,7 +20,7 @@ SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 
 
 class ChunkSizeError(ValueError):
-    """The configured chunk size does not fit the embedding model's window."""
+    """The configured chunk size does not fit the embedding model's window, or the overlap fills it."""
 
 
 def chunk_id(source: str, content_hash: str, index: int) -> str:
@@ -31,6 +32,7 @@ class Chunker:
     """Token-measured splitter bound to one tokenizer.
 
     ``count_tokens`` counts special tokens too, so ``chunk_size`` is what the model sees.
+    The splitter measures each piece several times while merging, so counts are remembered.
     """
 
     def __init__(
@@ -46,12 +48,17 @@ class Chunker:
                 f"chunk_size {chunk_size} is larger than the embedding model's window of {max_tokens} "
                 f"tokens; set RAG_CHUNK_SIZE to {max_tokens} or less"
             )
+        if chunk_overlap >= chunk_size:
+            raise ChunkSizeError(
+                f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size}); "
+                "lower RAG_CHUNK_OVERLAP"
+            )
         self.count_tokens = count_tokens
         self.chunk_size = chunk_size
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
-            length_function=count_tokens,
+            length_function=lru_cache(maxsize=16_384)(count_tokens),
             separators=SEPARATORS,
             keep_separator="end",
             strip_whitespace=True,

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def ask(settings: Settings, args: argparse.Namespace) -> int:
     from rag.services import Services
+    from rag.store import check_connection
 
+    check_connection(settings)  # an unreachable store fails in a second, before the models load
     pipeline = Services(settings).answer_pipeline()
     stream = pipeline.stream(args.question, sources=args.source)
     if args.json:

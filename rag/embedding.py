@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -36,6 +37,9 @@ class Embedder(Embeddings):
         self.settings = settings
         self.model_name = settings.embedding_model_name
         self._model: SentenceTransformer | None = None
+        # The fast tokenizer keeps its truncation setting as state: a count_tokens call (no
+        # truncation) in one thread during an encode in another changed that encode's vectors.
+        self._lock = threading.Lock()
 
     def load(self) -> Embedder:
         """Read the weights (idempotent). Never reaches a model hub for the bundled default."""
@@ -71,16 +75,21 @@ class Embedder(Embeddings):
 
     def count_tokens(self, text: str) -> int:
         """Length as the model sees it, [CLS] and [SEP] included."""
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        tokenizer = self.tokenizer
+        with self._lock:
+            return len(tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        return self.model.encode(
-            texts,
-            batch_size=batch_size or self.settings.embedding_batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        """Normalised vectors; safe to call from several threads (calls take turns)."""
+        model = self.model
+        with self._lock:
+            return model.encode(
+                texts,
+                batch_size=batch_size or self.settings.embedding_batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode(texts).tolist()

@@ -109,7 +109,7 @@ def gguf_cache_dir(gguf_path: Path, cache_root: Path) -> Path:
     return cache_root / f"{gguf_path.stem}-{key}"
 
 
-def _is_complete(folder: Path) -> bool:
+def converted_copy_exists(folder: Path) -> bool:
     """A cache folder only appears by rename, so config plus weights means a finished copy."""
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
@@ -156,7 +156,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         try:
             os.rename(tmp, target)
         except OSError:
-            if not _is_complete(target):  # not a lost race with another process: a real error
+            if not converted_copy_exists(target):  # not a lost race with another process: a real error
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -209,8 +209,9 @@ class TransformersGenerator:
             source = self._weights_source()
             device = resolve_device(self.settings.llm_device)
             dtype = resolve_dtype(self.settings.llm_dtype, device)
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            local = {"local_files_only": True} if Path(source).is_dir() else {}
+            tokenizer = AutoTokenizer.from_pretrained(source, **local)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **local)
             model.to(device).eval()
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -222,7 +223,7 @@ class TransformersGenerator:
                 device,
                 str(dtype).removeprefix("torch."),
                 self.load_seconds,
-                "" if self.loaded_from_cache is None else f", cache {'hit' if self.loaded_from_cache else 'miss'}",
+                {None: "", True: ", cache hit", False: ", cache miss"}[self.loaded_from_cache],
                 torch.get_num_threads(),
             )
 
@@ -236,7 +237,7 @@ class TransformersGenerator:
             raise FileNotFoundError(f"GGUF model file not found: {path}")
         target = gguf_cache_dir(path, Path(self.settings.model_cache_dir).expanduser())
         self.cache_path = target
-        self.loaded_from_cache = _is_complete(target)
+        self.loaded_from_cache = converted_copy_exists(target)
         if not self.loaded_from_cache:
             logger.info("Converting %s once into %s (de-quantizing takes a while)", path.name, target)
             start = time.perf_counter()
@@ -261,7 +262,7 @@ class TransformersGenerator:
                 getattr(model.config.get_text_config(), "max_position_embeddings", None),
                 getattr(tokenizer, "model_max_length", None),
             )
-            if isinstance(value, int) and 0 < value <= 10 * MAX_CONTEXT  # tokenizers say 1e30 for "unknown"
+            if isinstance(value, int) and 0 < value < 10**9  # tokenizers say 1e30 for "unknown"
         ]
         window = min(candidates) if candidates else DEFAULT_CONTEXT
         if self.max_context_tokens is not None:
@@ -271,7 +272,7 @@ class TransformersGenerator:
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text, without special tokens: for sizing context to fit the window."""
         _, tokenizer = self._require()
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Length of the prompt as the model sees it, chat template and generation header included."""
@@ -308,7 +309,8 @@ class TransformersGenerator:
 
         class _StopFlag(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+                done = stop.is_set()
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs: dict[str, Any] = {
@@ -369,9 +371,10 @@ class TransformersGenerator:
         if room < MIN_NEW_TOKENS:
             keep = max(window - MIN_NEW_TOKENS, 2)
             head = keep // 4
-            logger.warning("Prompt of %d tokens exceeds the %d-token window; cutting its middle", length, window)
-            inputs = {k: torch.cat([v[:, :head], v[:, length - (keep - head) :]], dim=-1) for k, v in inputs.items()}
+            logger.warning("Prompt of %d tokens overflows the window (%d): cut its middle", length, window)
+            tail = length - (keep - head)
+            inputs = {k: torch.cat([v[:, :head], v[:, tail:]], dim=-1) for k, v in inputs.items()}
             room = window - keep
         if wanted > room:
-            logger.info("Answer budget cut from %d to %d tokens to fit the %d-token window", wanted, room, window)
+            logger.info("Answer budget cut from %d to %d tokens to fit the window (%d)", wanted, room, window)
         return {**inputs, "max_new_tokens": max(1, min(wanted, room))}

@@ -92,9 +92,10 @@ def load_document(path: Path, *, source: str | None = None, max_bytes: int | Non
 
 
 def _read_text(data: bytes) -> list[Page]:
-    if b"\x00" in data[:8192]:
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # UTF-16 text is full of NUL bytes: check the BOM first
+    if not utf16 and b"\x00" in data[:8192]:
         raise LoadError("the file looks binary (it contains NUL bytes), not text")
-    for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
+    for encoding in ("utf-8-sig", "utf-16") if utf16 else ("utf-8-sig",):
         try:
             text = data.decode(encoding)
             break

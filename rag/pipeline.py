@@ -11,16 +11,15 @@ import glob
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import LoadError, is_supported, load_document, source_key
-from rag.records import FileResult, IngestReport, Outcome
+from rag.records import Chunk, FileResult, IngestReport, Outcome
 from rag.store import DocumentStore, quote
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,16 @@ def _walk(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_supported(p) and not p.name.startswith("."))
 
 
+def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
+    """The chunker for these settings; raises ``ChunkSizeError`` when they do not fit the model."""
+    return Chunker(
+        embedder.count_tokens,
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        max_tokens=embedder.max_tokens,
+    )
+
+
 class Ingestor:
     """Turns files into stored chunks.
 
@@ -81,12 +90,7 @@ class Ingestor:
     @property
     def chunker(self) -> Chunker:
         if self._chunker is None:
-            self._chunker = Chunker(
-                self.embedder.count_tokens,
-                chunk_size=self.settings.chunk_size,
-                chunk_overlap=self.settings.chunk_overlap,
-                max_tokens=self.embedder.max_tokens,
-            )
+            self._chunker = build_chunker(self.settings, self.embedder)
         return self._chunker
 
     def ingest(
@@ -100,6 +104,8 @@ class Ingestor:
         (the upload page stores files under their uploaded name)."""
         progress = progress or Progress()
         started = time.perf_counter()
+        self.chunker  # noqa: B018 (fail fast, before any file, on a chunk size the model cannot read)
+        named = {Path(path).resolve(): source for path, source in (sources or {}).items()}
         files, report_missing = collect_files(paths)
         report = IngestReport(files=list(report_missing))
         progress.on_files(len(files) + len(report_missing))
@@ -107,7 +113,7 @@ class Ingestor:
             progress.on_file_done(result)
         for path in files:
             progress.on_file_start(path)
-            result = self.ingest_file(path, source=(sources or {}).get(path), progress=progress)
+            result = self.ingest_file(path, source=named.get(path), progress=progress)
             report.files.append(result)
             progress.on_file_done(result)
         report.seconds = time.perf_counter() - started
@@ -134,8 +140,7 @@ class Ingestor:
             result.outcome, result.error = Outcome.FAILED, "no text left after cleaning"
             return result
         try:
-            vectors = self._embed([c.text for c in chunks], progress)
-            self.store.write(chunks, vectors)
+            self._embed_and_store(chunks, progress)
         except Exception as exc:
             # Chunks of the new version may be partly written: remove them, keep the old version.
             log.exception("ingest of %s failed", path)
@@ -146,13 +151,28 @@ class Ingestor:
         result.chunks = len(chunks)
         return result
 
-    def _embed(self, texts: list[str], progress: Progress) -> np.ndarray:
-        batch = self.settings.embedding_batch_size * 4
-        parts = []
-        for start in range(0, len(texts), batch):
-            parts.append(self.embedder.encode(texts[start : start + batch]))
-            progress.on_chunks(min(start + batch, len(texts)), len(texts))
-        return np.concatenate(parts)
+    def _embed_and_store(self, chunks: list[Chunk], progress: Progress) -> None:
+        """Embed in groups, longest texts first, while a background thread writes the previous group.
+
+        Sorting by length over the whole document keeps padding as low as one ``encode`` call
+        over all texts would; progress is still reported per group. Other versions of the
+        document are removed only after every chunk of this one is written.
+        """
+        group = self.settings.embedding_batch_size * 4
+        order = sorted(chunks, key=lambda c: len(c.text), reverse=True)
+        added_at = int(time.time())
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+            writing: Future | None = None
+            for start in range(0, len(order), group):
+                part = order[start : start + group]
+                vectors = self.embedder.encode([c.text for c in part])
+                if writing is not None:
+                    writing.result()  # one write in flight at a time; raises a write error here
+                writing = writer.submit(self.store.upsert, part, vectors, added_at=added_at)
+                progress.on_chunks(min(start + group, len(order)), len(order))
+            if writing is not None:
+                writing.result()
+        self.store.remove_stale(chunks[0])
 
     def _discard_partial(self, source: str, content_hash: str, *, replaced: bool) -> None:
         try:

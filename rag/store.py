@@ -66,9 +66,17 @@ def quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def check_connection(settings: Settings) -> str:
+    """Connect once and return the server version, without loading any model; raises
+    ``StoreError`` with advice. Front ends call it first so an unreachable store fails fast."""
+    store = DocumentStore(settings, None)  # type: ignore[arg-type]  # connecting needs no embedder
+    store.connect().close()
+    return store.server_version
+
+
 def _supports_bm25(version: str) -> bool:
     """Built-in BM25 functions arrived in Milvus 2.5; Milvus Lite 3.x has them."""
-    if "lite" in version.lower():
+    if version.lower().startswith("milvus_lite"):  # not "v2.3.5-lite", the old milvus-server package
         return True
     match = re.search(r"(\d+)\.(\d+)", version)
     return match is None or (int(match[1]), int(match[2])) >= (2, 5)
@@ -93,25 +101,43 @@ class DocumentStore:
 
     # Connection -------------------------------------------------------------------------
 
-    def open(self) -> DocumentStore:
-        """Connect and make sure the collection exists and matches the embedding model."""
+    def open(self, *, check_model: bool = True) -> DocumentStore:
+        """Connect and make sure the collection exists and matches the embedding model.
+
+        ``check_model=False`` opens a collection made with another embedding model, only so
+        that ``reset()`` can drop it (``python -m ingest --reset``).
+        """
         if self._client is not None:
             return self
-        self.uri = self._connect_uri()
-        try:
-            self._client = MilvusClient(
-                uri=self.uri, token=self.settings.milvus_token, timeout=self.settings.connect_timeout_s
-            )
-            self.server_version = str(self._client.get_server_version())
-        except Exception as exc:
-            self._client = None
-            raise self._unavailable(exc) from exc
+        self._client = self.connect()
         if self._client.has_collection(self.name):
-            self._check_collection()
+            try:
+                self._check_collection(check_model=check_model)
+            except StoreError:
+                self.close()  # a later open() must check again, not return an unusable store
+                raise
         else:
             self._create_collection()
         self._client.load_collection(self.name)
         return self
+
+    def connect(self) -> MilvusClient:
+        """A client for this store's server that leaves the collection alone (``open()`` uses it;
+        so do read-only tools such as ``rag.doctor`` and ``rag.migrate``)."""
+        self.uri = self._connect_uri()
+        try:
+            client = MilvusClient(
+                uri=self.uri, token=self.settings.milvus_token, timeout=self.settings.connect_timeout_s
+            )
+            self.server_version = str(client.get_server_version())
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        return client
+
+    @property
+    def server_supports_bm25(self) -> bool:
+        """Whether the connected server can make BM25 fields (Milvus 2.5+, Milvus Lite 3)."""
+        return _supports_bm25(self.server_version)
 
     def _connect_uri(self) -> str:
         if not self.settings.is_local_store:
@@ -150,6 +176,10 @@ class DocumentStore:
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except MilvusException as exc:
+            if _is_not_loaded(exc):  # a restarted server (Milvus Lite's) comes back with it released
+                log.warning("collection %s is not loaded (server restarted?); loading it again", self.name)
+                self.client.load_collection(self.name)
+                return getattr(self.client, method)(*args, **kwargs)
             if not _is_connection_error(exc):
                 raise
             log.warning("Milvus call %s failed (%s); reconnecting once", method, exc)
@@ -177,9 +207,14 @@ class DocumentStore:
         try:
             self._create(with_bm25=want_hybrid)
         except MilvusException as exc:
+            if _already_exists(exc):  # another process created it at the same moment
+                self._check_collection()
+                return
             if not want_hybrid:
                 raise
             self._notice(f"this Milvus could not create a BM25 field ({exc}); dense search only.")
+            if self.client.has_collection(self.name):  # created before its BM25 index was refused
+                self.client.drop_collection(self.name)
             self._create(with_bm25=False)
 
     def _create(self, *, with_bm25: bool) -> None:
@@ -209,7 +244,9 @@ class DocumentStore:
         index_params.add_index("vector", **self._dense_index())
         if with_bm25:
             index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={})
-        client.create_collection(self.name, schema=schema, index_params=index_params, consistency_level="Strong")
+        client.create_collection(  # properties at creation: others never see the collection without them
+            self.name, schema=schema, index_params=index_params, consistency_level="Strong", properties=meta
+        )
         try:
             client.alter_collection_properties(self.name, properties=meta)
         except MilvusException as exc:  # older servers keep the schema description instead
@@ -226,8 +263,24 @@ class DocumentStore:
             params = {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}
         return {"index_type": s.index_type, "metric_type": s.metric, "params": params}
 
-    def _check_collection(self) -> None:
-        info = self.client.describe_collection(self.name)
+    def _describe_when_ready(self) -> dict[str, Any]:
+        """The collection's description, once it has its metadata and dense index: another
+        process (a second ingest) may be creating it this very moment."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        while True:
+            info = self.client.describe_collection(self.name)
+            names = {f["name"] for f in info.get("fields", [])}
+            if not {"vector", "doc_hash"} <= names or time.monotonic() > deadline:
+                return info
+            recorded = "rag.embedding_model" in (info.get("properties") or {}) or "rag.embedding_model" in str(
+                info.get("description")
+            )
+            if recorded and "vector" in self.client.list_indexes(self.name):
+                return info
+            time.sleep(0.2)
+
+    def _check_collection(self, *, check_model: bool = True) -> None:
+        info = self._describe_when_ready()
         meta = dict(info.get("properties") or {})
         if "rag.embedding_model" not in meta:
             try:
@@ -239,7 +292,7 @@ class DocumentStore:
             raise StoreError(f"collection '{self.name}' was not made by this app; choose another with RAG_COLLECTION")
         dim = int(fields["vector"].get("params", {}).get("dim", 0))
         model = meta.get("rag.embedding_model", "unknown")
-        if model != self.embedder.model_name or dim != self.embedder.dimension:
+        if check_model and (model != self.embedder.model_name or dim != self.embedder.dimension):
             raise EmbeddingModelMismatchError(
                 f"collection '{self.name}' was indexed with embedding model '{model}' ({dim} dims), but the "
                 f"configured model is '{self.embedder.model_name}' ({self.embedder.dimension} dims). Either set "
@@ -279,7 +332,17 @@ class DocumentStore:
         """Upsert one document version, then delete whatever else is stored under its source."""
         if not chunks:
             return
-        added_at = int(time.time())
+        self.upsert(chunks, vectors)
+        self.remove_stale(chunks[0])
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, added_at: int | None = None) -> None:
+        """Write some chunks of one document version (any part, any order, from any thread).
+
+        Call ``remove_stale`` once every chunk of the version is written.
+        """
+        if not chunks:
+            return
+        added_at = int(time.time()) if added_at is None else added_at
         rows = [
             {
                 "id": c.id,
@@ -299,12 +362,14 @@ class DocumentStore:
         ]
         for start in range(0, len(rows), WRITE_BATCH):
             self._call("upsert", self.name, rows[start : start + WRITE_BATCH])
-        first = chunks[0]
+
+    def remove_stale(self, chunk: Chunk) -> None:
+        """Delete what is stored under the chunk's source but is not part of its version."""
         self._call(
             "delete",
             self.name,
-            filter=f"source == {quote(first.source)} and (doc_hash != {quote(first.content_hash)} "
-            f"or chunk_index >= {first.count})",
+            filter=f"source == {quote(chunk.source)} and (doc_hash != {quote(chunk.content_hash)} "
+            f"or chunk_index >= {chunk.count})",
         )
 
     def delete(self, source: str) -> int:
@@ -377,16 +442,19 @@ class DocumentStore:
         k: int,
         mode: SearchMode = "dense",
         sources: Sequence[str] | None = None,
+        fetch: int | None = None,
     ) -> list[Hit]:
         """Top-k chunks. ``score`` is always the cosine similarity to the query, whatever the
-        metric or fusion, so one relevance threshold works everywhere; rank follows ``mode``."""
+        metric or fusion, so one relevance threshold works everywhere; rank follows ``mode``.
+
+        ``fetch``: candidates each side brings to hybrid fusion (default ``max(k, 20)``)."""
         if mode != "dense" and not self.hybrid_available:
             mode = "dense"
         expr = f"source in {json.dumps(list(sources), ensure_ascii=False)}" if sources else ""
         output = ["text", "vector", *META_FIELDS]
         vector = [float(x) for x in query_vector]
         if mode == "hybrid":
-            fetch = max(k, 20)  # each side brings more candidates than are kept after fusion
+            fetch = max(k, fetch or 20)  # each side brings more candidates than are kept after fusion
             requests = [
                 AnnSearchRequest([vector], "vector", self._dense_search_params(fetch), fetch, expr=expr or None),
                 AnnSearchRequest([query], "sparse", BM25_SEARCH_PARAMS, fetch, expr=expr or None),
@@ -444,3 +512,14 @@ class DocumentStore:
 def _is_connection_error(exc: MilvusException) -> bool:
     text = str(exc).lower()
     return any(word in text for word in ("unavailable", "connect", "deadline", "closed channel", "timeout"))
+
+
+def _already_exists(exc: MilvusException) -> bool:
+    text = str(exc).lower()
+    # Milvus Lite's server answers a create that races another with "[Errno 17] File exists".
+    return "already exist" in text or "duplicate collection" in text or "file exists" in text
+
+
+def _is_not_loaded(exc: MilvusException) -> bool:
+    text = str(exc).lower()
+    return exc.code == 101 or "not loaded" in text or "state 'released'" in text

@@ -65,3 +65,19 @@ def stage_upload(name: str, data: bytes, uploads_dir: Path, *, max_bytes: int) -
     staging = target.with_name(f".{target.stem}.part{target.suffix}")
     staging.write_bytes(data)
     return StagedUpload(filename, staging, target)
+
+
+def remove_upload(source: str, uploads_dir: Path) -> bool:
+    """Delete the saved copy of an uploaded document (stored under its plain file name), if any.
+
+    A document ingested from a path elsewhere (``python -m ingest docs/a.pdf``) is left alone.
+    """
+    try:
+        is_upload_name = safe_filename(source) == source
+    except UploadError:
+        return False
+    target = uploads_dir / source
+    if not is_upload_name or not target.is_file():
+        return False
+    target.unlink()
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,59 @@ def store(settings: Settings, embedder):
     opened = DocumentStore(settings, embedder).open()
     yield opened
     opened.close()
+
+
+# Ingest, store and command tests ---------------------------------------------------------
+
+
+@pytest.fixture()
+def ingestor(settings: Settings, embedder, store):
+    """The real ingest pipeline over this test's own store."""
+    from rag.pipeline import Ingestor
+
+    return Ingestor(settings, embedder, store)
+
+
+@pytest.fixture()
+def pdfs() -> Path:
+    """The shared real PDFs; tests that use them skip when the shared data is absent."""
+    if not PDFS.is_dir():
+        pytest.skip(f"shared test PDFs not found at {PDFS}")
+    return PDFS
+
+
+@pytest.fixture()
+def make_pdf():
+    """Write a small text PDF, one string per page ("" makes a page without text)."""
+    return write_text_pdf
+
+
+def write_text_pdf(path: Path, pages: list[str]) -> Path:
+    """A valid PDF with a Helvetica text layer, written by hand so tests need no shared data."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>"
+        % (" ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages))).encode(), len(pages)),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    for i, text in enumerate(pages):
+        lines = textwrap.wrap(text, 95)
+        escaped = (line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for line in lines)
+        stream = "\n".join(["BT", "/F1 10 Tf", "12 TL", "40 770 Td", *(f"({line}) Tj T*" for line in escaped), "ET"])
+        content = stream.encode("latin-1")
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (5 + 2 * i)
+        )
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path

@@ -1,0 +1,242 @@
+"""The app end to end in headless Chromium: upload a PDF, ask about it, read the sources, delete it.
+
+The app runs as ``python -m rag app`` on a free port with its own data folder, exactly as a
+person would start it. The test saves the screenshots shown in the README to
+``docs/screenshots/``. Chromium comes from the Debian packages (``make test-setup``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PDF_NAME = "multi-column-2p.pdf"
+QUESTION = "What encoder does the dense passage retriever use?"
+VIEWPORT = {"width": 1280, "height": 900}
+STARTUP_S = 180
+ANSWER_S = 420  # the bundled LLM on a busy CPU
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+class AppProcess:
+    """``python -m rag app`` on a free port over ``data_dir``; stop() ends it and its Milvus server."""
+
+    def __init__(self, data_dir: Path, log_path: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}  # only the test's settings
+        self.env = dict(inherited, RAG_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **env)
+        self.process: subprocess.Popen | None = None
+        self.milvus_pid: int | None = None
+
+    @property
+    def endpoint(self) -> Path:
+        return self.data_dir / "milvus.db.server.json"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+    def start(self) -> AppProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rag", "app", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the app exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"the app did not answer within {STARTUP_S} s:\n{self.log()}")
+        self.milvus_pid = json.loads(self.endpoint.read_text())["pid"]
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, as a service manager would; then check nothing is left behind."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the app ignored SIGTERM:\n{self.log()}") from None
+        leftover = self.milvus_pid is not None and pid_alive(self.milvus_pid)
+        if leftover:
+            os.kill(self.milvus_pid, signal.SIGKILL)
+        assert not leftover, "the local Milvus server outlived the app"
+        assert not self.endpoint.exists(), "the app left a stale endpoint file"
+
+
+@contextmanager
+def running_app(data_dir: Path, log_path: Path, **env: str) -> Iterator[AppProcess]:
+    app = AppProcess(data_dir, log_path, **env)
+    try:
+        yield app.start()
+    finally:
+        app.stop()
+
+
+@contextmanager
+def chromium_page(base_url: str, failure_shot: Path):
+    """A headless Chromium page, 1280 px wide, that fails on uncaught page errors (screenshot on failure)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver (make test-setup)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=VIEWPORT, base_url=base_url)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            try:
+                yield page
+            except BaseException:
+                page.screenshot(path=failure_shot, full_page=True)  # to see what went wrong
+                raise
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def wait_until_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit has finished the current script run (no "Running..." status)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)  # let the last delta paint
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the window to fit it first."""
+    page.wait_for_timeout(1000)  # expanders open with an animation
+    # The tallest scrolling box holds the page's content; the chat input stays pinned below it.
+    height = page.evaluate("() => Math.max(...[...document.querySelectorAll('*')].map((e) => e.scrollHeight))")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], min(int(height), 4000))})
+    page.wait_for_timeout(1000)
+    page.screenshot(path=path, full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def no_app_errors(page) -> None:
+    """No Python exception box and no error message on the page."""
+    assert page.locator('[data-testid="stException"]').count() == 0
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_upload_ask_and_delete_in_a_browser(tmp_path: Path, pdfs: Path):
+    pdf = tmp_path / PDF_NAME
+    shutil.copy(pdfs / PDF_NAME, pdf)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with (
+        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="64") as app,
+        chromium_page(app.url, tmp_path / "failure.png") as page,
+    ):
+        # Documents: upload the PDF through the file input and wait for its outcome.
+        page.goto("/documents")
+        page.get_by_role("heading", name="Documents").wait_for(timeout=STARTUP_S * 1000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(pdf)
+        page.get_by_text(PDF_NAME).first.wait_for()
+        page.get_by_role("button", name="Add to library").click()
+        outcome = page.locator('[data-testid="stAlertContentSuccess"]', has_text=PDF_NAME)
+        outcome.wait_for(timeout=STARTUP_S * 1000)
+        assert re.search(r"added \(2 pages, \d+ chunks\)", outcome.inner_text()), outcome.inner_text()
+        wait_until_idle(page)
+        metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+        assert metrics[0] == "1", metrics
+        no_app_errors(page)
+        screenshot(page, SCREENSHOTS / "documents.png")
+
+        # Chat: ask about the PDF and wait for the streamed answer and its sources.
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Chat").click()
+        page.get_by_role("heading", name="Chat with your documents").wait_for()
+        box = page.get_by_placeholder("Ask a question about your documents")
+        box.fill(QUESTION)
+        box.press("Enter")
+        sources = page.locator('[data-testid="stExpander"]').filter(has_text=re.compile(r"Sources \(\d+\)"))
+        sources.wait_for(timeout=ANSWER_S * 1000)
+        wait_until_idle(page, ANSWER_S * 1000)
+        messages = page.locator('[data-testid="stChatMessage"]')
+        assert messages.count() == 2
+        answer = messages.nth(1).locator('[data-testid="stMarkdownContainer"]').first.inner_text()
+        assert answer.strip() and "do not contain an answer" not in answer, answer
+        sources.locator("summary").click()
+        details = sources.locator('[data-testid="stExpanderDetails"]')
+        details.get_by_text(PDF_NAME).first.wait_for()
+        listed = details.inner_text()
+        assert re.search(rf"\[1\] {re.escape(PDF_NAME)}, page \d — relevance 0\.\d\d", listed), listed
+        no_app_errors(page)
+        screenshot(page, SCREENSHOTS / "chat.png")
+
+        # Documents again: delete the PDF; the table is gone and the library is empty.
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Documents").click()
+        page.get_by_role("heading", name="Documents").wait_for()
+        wait_until_idle(page)
+        page.locator('[data-testid="stMultiSelect"]').click()
+        page.get_by_role("option", name=PDF_NAME).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Delete").click()
+        page.get_by_text("The library is empty").wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stDataFrame"]').count() == 0
+        assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == "0"
+        assert not (tmp_path / "data" / "uploads" / PDF_NAME).exists()
+        no_app_errors(page)
