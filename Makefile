@@ -47,6 +47,7 @@ lint: test-setup
 bench: setup
 	$(PY) -m benchmarks.ingest_throughput
 	$(PY) -m benchmarks.bench_generation
+	$(PY) -m benchmarks.retrieval_load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -86,6 +86,7 @@ class AppProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, like a command started in a terminal
             )
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
@@ -102,12 +103,16 @@ class AppProcess:
         self.milvus_pid = json.loads(self.endpoint.read_text())["pid"]
         return self
 
-    def stop(self) -> None:
-        """SIGTERM, as a service manager would; then check nothing is left behind."""
+    def stop(self, how: str = "SIGTERM") -> None:
+        """Stop it as a service manager would (SIGTERM) or as Ctrl-C in its terminal does ("Ctrl-C":
+        SIGINT to the whole process group); then check nothing is left behind."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if how == "Ctrl-C":
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(getattr(signal, how))
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, ROOT, chromium_page, running_app, wait_until_idle
+from test_browser import CHROMIUM, ROOT, AppProcess, chromium_page, pid_alive, running_app, wait_until_idle
 
 NOTES = """# Release notes
 
@@ -84,3 +84,17 @@ def test_ingest_from_a_terminal_while_the_app_runs(tmp_path: Path):
         closest.locator("summary").click()
         closest.get_by_text("release-notes.md").first.wait_for()
     assert app.process is not None and app.process.returncode == 0, app.log()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "Ctrl-C"])
+def test_app_stops_cleanly(tmp_path: Path, how: str):
+    """No Milvus server left running, no stale endpoint file, exit status 0."""
+    app = AppProcess(tmp_path / "data", tmp_path / "app.log").start()
+    try:
+        assert app.endpoint.exists()
+        assert app.milvus_pid is not None and pid_alive(app.milvus_pid)
+    finally:
+        app.stop(how)  # asserts the server is gone and the endpoint file removed
+    assert app.process is not None and app.process.returncode == 0, app.log()
+    assert "Traceback" not in app.log(), app.log()
