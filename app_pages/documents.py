@@ -30,10 +30,6 @@ settings = services.settings
 st.title("Documents")
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def show_result(result: FileResult) -> None:
     show, icon = OUTCOME_STYLE[result.outcome]
     name = escape(Path(result.source).name)
@@ -41,7 +37,7 @@ def show_result(result: FileResult) -> None:
         show(f"**{name}**: failed — {escape(result.error or 'unknown error')}", icon=icon)
     else:
         show(
-            f"**{name}**: {result.outcome.value} ({plural(result.pages, 'page')}, {plural(result.chunks, 'chunk')})",
+            f"**{name}**: {result.outcome.value} ({result.size_text()})",
             icon=icon,
         )
 

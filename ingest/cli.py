@@ -125,7 +125,7 @@ def _describe(result: FileResult) -> str:
     symbol = SYMBOLS[result.outcome]
     if result.outcome is Outcome.FAILED:
         return f"{symbol} failed     {result.source}: {result.error}"
-    return f"{symbol} {result.outcome.value:<10} {result.source} ({result.pages} pages, {result.chunks} chunks)"
+    return f"{symbol} {result.outcome.value:<10} {result.source} ({result.size_text()})"
 
 
 def _list(args: argparse.Namespace, store) -> int:

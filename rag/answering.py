@@ -225,6 +225,8 @@ class AnswerPipeline:
         sentences = split_sentences(text)
         if not sentences:
             return Answer(REFUSAL, True, sources, [], question, query)
+        if not re.search(r"[.!?:)\]\"'…]$", sentences[-1]):
+            sentences[-1] += " …"  # cut off by the answer-length limit: say so instead of ending mid-word
         embedder = self.retriever.embedder
         sentence_vectors = embedder.encode([_CITATION.sub("", s) for s in sentences])
         source_vectors = embedder.encode([s.text for s in sources])

@@ -89,7 +89,11 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(4, ge=1, le=100)
     relevance_threshold: float = Field(
-        0.3, ge=-1, le=1, description="Minimum cosine similarity for a chunk to count as relevant."
+        0.25,
+        ge=-1,
+        le=1,
+        description="Minimum cosine similarity for a chunk to count as relevant "
+        "(all-MiniLM-L6-v2: unrelated text scores below 0.16, on-topic questions 0.25 to 0.7).",
     )
     merge_neighbours: bool = Field(True, description="Join adjacent chunks of one document into one passage.")
     reranker_model: str = Field("", description="Optional cross-encoder (Hugging Face id or folder).")

@@ -12,6 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class Page:
     """The normalised text of one page (PDF) or of a whole text file (``number`` is None)."""
@@ -92,6 +96,10 @@ class FileResult:
     chunks: int = 0
     pages: int = 0
     error: str | None = None
+
+    def size_text(self) -> str:
+        """'1 page, 3 chunks': for the per-file lines of the command and the upload page."""
+        return f"{plural(self.pages, 'page')}, {plural(self.chunks, 'chunk')}"
 
     def to_dict(self) -> dict:
         return {

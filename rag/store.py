@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker, WeightedRanker
@@ -28,6 +28,9 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.local_server import resolve_local_uri
 from rag.records import Chunk, Hit, StoredDocument
+
+if TYPE_CHECKING:
+    from langchain_milvus import Milvus
 
 log = logging.getLogger(__name__)
 
@@ -492,6 +495,36 @@ class DocumentStore:
                 )
             )
         return hits
+
+    def as_vectorstore(self) -> Milvus:
+        """The same collection as a LangChain ``langchain_milvus.Milvus`` vector store.
+
+        For use in your own chains: it searches with the product's embedder and index
+        parameters. On a hybrid collection name the ranker, as Milvus Lite refuses the
+        default weights: ``as_retriever(search_kwargs={"k": 4, "ranker_type": "rrf"})``.
+        The product's own paths use the client directly because they need what that class
+        does not offer: upserts of vectors computed once, dense-only and BM25-only search on
+        a hybrid collection, and the stored vectors back for cosine relevance scores.
+        """
+        from langchain_milvus import BM25BuiltInFunction
+        from langchain_milvus import Milvus as LangChainMilvus
+
+        hybrid = self.hybrid_available
+        dense_params = self._dense_search_params(self.settings.top_k)
+        return LangChainMilvus(
+            embedding_function=self.embedder,
+            collection_name=self.name,
+            connection_args={"uri": self.uri, "token": self.settings.milvus_token},
+            consistency_level="Strong",
+            primary_field="id",
+            text_field="text",
+            vector_field=["vector", "sparse"] if hybrid else "vector",
+            builtin_function=BM25BuiltInFunction(input_field_names="text", output_field_names="sparse")
+            if hybrid
+            else None,
+            # Milvus Lite refuses langchain-milvus's default sparse parameters (drop_ratio_build).
+            search_params=[dense_params, BM25_SEARCH_PARAMS] if hybrid else dense_params,
+        )
 
     def _dense_search_params(self, k: int) -> dict[str, Any]:
         s = self.settings

@@ -207,3 +207,11 @@ def test_ask_json_has_the_documented_shape(tmp_path: Path) -> None:
 
     refused = subprocess.run([sys.executable, "-m", "rag", "ask", "--json", "How to tune a piano?"], **run)
     assert json.loads(refused.stdout)["refused"] is True
+
+
+def test_store_as_langchain_vectorstore(library: Retriever) -> None:
+    vectorstore = library.store.as_vectorstore()
+    kwargs = {"k": 2, "ranker_type": "rrf"} if library.store.hybrid_available else {"k": 2}
+    documents = vectorstore.as_retriever(search_kwargs=kwargs).invoke("How deep is the crater lake?")
+    assert documents[0].metadata["title"] == "volcano.txt"
+    assert documents[0].metadata["page"] == -1  # text files have no page; the product maps -1 to None
