@@ -11,7 +11,7 @@ from app_pages.shared import escape, open_store
 from rag.config import Settings
 from rag.loading import SUPPORTED_SUFFIXES
 from rag.pipeline import Progress
-from rag.records import FileResult, Outcome
+from rag.records import FileResult, Outcome, plural
 from rag.uploads import UploadError, remove_upload, stage_upload
 
 OUTCOME_STYLE = {

@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             embed_ms.append(ms)
         qv = np.asarray(query_vectors, dtype=np.float32)
         n_text = min(args.text_queries, len(queries))
-        rows = measure_size("scifact", base, embedder, chunks, vectors, queries, qv, embed_ms, text_modes_queries=n_text)
+        rows = measure_size(
+            "scifact", base, embedder, chunks, vectors, queries, qv, embed_ms, text_modes_queries=n_text
+        )
         if args.large:
             big_chunks, big_vectors = jittered(chunks, vectors, args.large)
             rows += measure_size(

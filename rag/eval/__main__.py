@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     beir.add_argument("--collection", metavar="NAME", help="collection name (default: beir_<dataset>)")
     beir.add_argument("--keep", action="store_true", help="keep the temporary store and print where it is")
     beir.add_argument("--no-cache", action="store_true", help="embed the corpus even if its vectors are cached")
+    beir.add_argument(
+        "--whole-documents",
+        action="store_true",
+        help="reference run: no chunking, each title + text embedded whole (truncated) as MTEB does",
+    )
     beir.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     commands.add_parser("pubmedqa", help="answer quality on PubMedQA (see python -m rag.eval pubmedqa --help)")
     return parser
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             collection=args.collection,
             keep=args.keep,
             cache_dir=None if args.no_cache else settings.data_dir / "eval_cache",
+            whole_documents=args.whole_documents,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

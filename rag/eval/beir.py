@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from rag.chunking import chunk_id
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.eval.metrics import evaluate
@@ -151,9 +152,10 @@ def load_beir(folder: Path, *, split: str = "test", limit_queries: int | None = 
     )
 
 
-def as_document(doc_id: str, title: str, text: str) -> LoadedDocument:
-    """A corpus entry as the loader would give it for a text file: title and text as one page."""
-    body = normalise_text(f"{title} {text}")
+def as_document(doc_id: str, title: str, text: str, *, raw: bool = False) -> LoadedDocument:
+    """A corpus entry as the loader would give it for a text file: title and text as one page
+    (``raw``: exactly ``title + " " + text``, as MTEB embeds it)."""
+    body = f"{title} {text}".strip() if raw else normalise_text(f"{title} {text}")
     data = body.encode("utf-8")
     clipped = title.encode("utf-8")[:TITLE_BYTES].decode("utf-8", errors="ignore")
     return LoadedDocument(
@@ -164,6 +166,26 @@ def as_document(doc_id: str, title: str, text: str) -> LoadedDocument:
         pages=[Page(body, None)] if body else [],
         page_total=1,
     )
+
+
+def whole_document(document: LoadedDocument) -> list[Chunk]:
+    """One chunk holding the whole text (the embedding model truncates what does not fit)."""
+    if not document.pages:
+        return []
+    return [
+        Chunk(
+            id=chunk_id(document.source, document.content_hash, 0),
+            text=document.pages[0].text,
+            source=document.source,
+            title=document.title,
+            page=None,
+            index=0,
+            count=1,
+            content_hash=document.content_hash,
+            doc_pages=1,
+            doc_bytes=document.size_bytes,
+        )
+    ]
 
 
 # Ingest ----------------------------------------------------------------------------------
@@ -202,16 +224,22 @@ def ingest_corpus(
     store: DocumentStore,
     *,
     cache_dir: Path | None = None,
+    whole_documents: bool = False,
 ) -> tuple[int, dict[str, float]]:
-    """Chunk, embed and store every corpus entry not already stored; returns (chunks, seconds)."""
+    """Chunk, embed and store every corpus entry not already stored; returns (chunks, seconds).
+
+    ``whole_documents`` skips the chunker: each entry is one chunk of ``title + " " + text``
+    that the model truncates to its window, as MTEB embeds BEIR corpora (a reference point
+    for published scores, not how the product ingests).
+    """
     seconds: dict[str, float] = {}
-    chunker = Ingestor(settings, embedder, store).chunker
+    split = whole_document if whole_documents else Ingestor(settings, embedder, store).chunker.split_document
     stored = {d.source: (d.content_hash, d.chunks) for d in store.list_documents()}
     started = time.perf_counter()
     documents: list[list[Chunk]] = []
     total = 0
     for doc_id, (title, text) in tqdm(dataset.corpus.items(), desc="chunk", unit="doc"):
-        chunks = chunker.split_document(as_document(doc_id, title, text))
+        chunks = split(as_document(doc_id, title, text, raw=whole_documents))
         total += len(chunks)
         if chunks and stored.get(doc_id) != (chunks[0].content_hash, len(chunks)):
             documents.append(chunks)
@@ -312,6 +340,7 @@ def run_beir(
     keep: bool = False,
     cache_dir: Path | None = None,
     modes: Sequence[SearchMode] = MODES,
+    whole_documents: bool = False,
 ) -> BeirReport:
     """Ingest a BEIR corpus into a store and score each search mode on its test queries.
 
@@ -341,8 +370,13 @@ def run_beir(
         k=k,
         settings=_settings_summary(settings),
     )
+    if whole_documents:
+        report.settings["chunking"] = f"none: whole title + text, truncated at {embedder.max_tokens} tokens"
+        report.notes.append("whole documents (MTEB set-up), not the product's chunking")
     try:
-        report.chunks, report.seconds = ingest_corpus(dataset, settings, embedder, store, cache_dir=cache_dir)
+        report.chunks, report.seconds = ingest_corpus(
+            dataset, settings, embedder, store, cache_dir=cache_dir, whole_documents=whole_documents
+        )
         report.settings["hybrid_available"] = store.hybrid_available
         started = time.perf_counter()
         query_vectors = embedder.encode(list(dataset.queries.values()))
