@@ -19,7 +19,7 @@ from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import LoadError, is_supported, load_document, source_key
-from rag.records import Chunk, FileResult, IngestReport, Outcome
+from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
 from rag.store import DocumentStore, quote
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,14 @@ class Ingestor:
         except OSError as exc:
             error = f"cannot read the file: {exc.strerror}"
             return FileResult(path, source or source_key(path), Outcome.FAILED, error=error)
+        return self.ingest_document(document, path=path, progress=progress)
+
+    def ingest_document(
+        self, document: LoadedDocument, *, path: Path | None = None, progress: Progress | None = None
+    ) -> FileResult:
+        """Chunk, embed and store a document already in memory (the evaluation commands use this)."""
+        progress = progress or Progress()
+        path = path or Path(document.source)
         result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
         known, complete = self.store.version_state(document.source, document.content_hash)
         if complete:
