@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +159,35 @@ class Ingestor:
         result.chunks = len(chunks)
         return result
 
+    def ingest_documents(
+        self, documents: Sequence[LoadedDocument], progress: Progress | None = None
+    ) -> list[FileResult]:
+        """Many small in-memory documents in one embedding pass (a corpus for evaluation, say).
+
+        Unchanged documents are skipped; if the write fails, every document counts as failed
+        and a rerun finishes the job (writes are upserts).
+        """
+        progress = progress or Progress()
+        results, pending = [], []
+        for document in documents:
+            result = FileResult(Path(document.source), document.source, Outcome.ADDED, pages=document.page_total)
+            known, complete = self.store.version_state(document.source, document.content_hash)
+            chunks = [] if complete else self.chunker.split_document(document)
+            result.outcome = Outcome.UNCHANGED if complete else Outcome.REPLACED if known else Outcome.ADDED
+            if not complete and not chunks:
+                result.outcome, result.error = Outcome.FAILED, "no text left after cleaning"
+            result.chunks = len(chunks)
+            results.append(result)
+            pending.extend(chunks)
+        try:
+            self._embed_and_store(pending, progress)
+        except Exception as exc:
+            log.exception("batch ingest failed")
+            for result in results:
+                if result.outcome is not Outcome.UNCHANGED:
+                    result.outcome, result.error = Outcome.FAILED, f"could not store it: {exc}"
+        return results
+
     def _embed_and_store(self, chunks: list[Chunk], progress: Progress) -> None:
         """Embed in groups, longest texts first, while a background thread writes the previous group.
 
@@ -180,7 +209,8 @@ class Ingestor:
                 progress.on_chunks(min(start + group, len(order)), len(order))
             if writing is not None:
                 writing.result()
-        self.store.remove_stale(chunks[0])
+        for first in {c.source: c for c in chunks if c.index == 0}.values():
+            self.store.remove_stale(first)
 
     def _discard_partial(self, source: str, content_hash: str, *, replaced: bool) -> None:
         try:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.logs import setup_logging
+from rag.pipeline import Progress
 from rag.records import LoadedDocument, Page
 from rag.services import Services
 
@@ -86,9 +87,10 @@ def evaluate(folder: Path, settings: Settings, *, limit: int) -> dict[str, Any]:
     entries, test_ids = load_dataset(folder)
     services = Services(settings)
     ingestor = services.ingestor()
-    for pubmed_id, entry in tqdm(entries.items(), desc="ingest abstracts", unit="doc", file=sys.stderr):
+    documents = []
+    for pubmed_id, entry in entries.items():
         text = " ".join(entry["CONTEXTS"])
-        ingestor.ingest_document(
+        documents.append(
             LoadedDocument(
                 source=pubmed_id,
                 title=f"PMID {pubmed_id}",
@@ -98,6 +100,16 @@ def evaluate(folder: Path, settings: Settings, *, limit: int) -> dict[str, Any]:
                 page_total=1,
             )
         )
+    bar = tqdm(desc="embed abstracts", unit="chunk", file=sys.stderr)
+
+    def on_chunks(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    failed = [r for r in ingestor.ingest_documents(documents, Progress(on_chunks=on_chunks)) if r.error]
+    bar.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} abstracts could not be stored: {failed[0].error}")
     pipeline = services.answer_pipeline()
     rows = []
     for pubmed_id in tqdm(test_ids[:limit], desc="questions", unit="q", file=sys.stderr):
