@@ -61,8 +61,11 @@ def rag_messages() -> list[dict[str, str]]:
     else:
         question = "Do mitochondria play a role in programmed cell death in leaves?"
         text = FALLBACK * 20
-    ids = wordpiece(text, add_special_tokens=False, verbose=False)["input_ids"]
-    chunks = [wordpiece.decode(ids[i * CHUNK_TOKENS : (i + 1) * CHUNK_TOKENS]) for i in range(CHUNKS)]
+    # Cut by character offsets, so passages keep their case and spacing as ingest would.
+    encoded = wordpiece(text, add_special_tokens=False, verbose=False, return_offsets_mapping=True)
+    spans = encoded["offset_mapping"]
+    bounds = [spans[i * CHUNK_TOKENS] for i in range(CHUNKS + 1)]
+    chunks = [text[bounds[i][0] : bounds[i + 1][0]].strip() for i in range(CHUNKS)]
     context = "\n\n".join(f"[{n}] {chunk}" for n, chunk in enumerate(chunks, 1))
     return [
         {"role": "system", "content": SYSTEM},

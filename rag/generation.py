@@ -190,6 +190,9 @@ class TransformersGenerator:
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._device: torch.device | None = None
         self._lock = threading.Lock()
+        # One decode at a time: two at once on a few CPU cores oversubscribe the OpenMP threads
+        # and each runs several times slower than both in turn.
+        self._decode_lock = threading.Lock()
 
     # Loading ------------------------------------------------------------------------------
 
@@ -329,7 +332,7 @@ class TransformersGenerator:
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with self._decode_lock, torch.inference_mode():
                     model.generate(**kwargs)
             except BaseException as error:  # handed to the consumer below
                 errors.append(error)
