@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     llm_model: str = Field("", description="Hugging Face id, local folder or .gguf file; default: bundled SmolLM2.")
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
     llm_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
+    llm_quantize: Literal["int8", "none"] = Field(
+        "none", description="int8: on the CPU, dynamic int8 linear layers (~20% faster decoding, worse answers)."
+    )
     max_new_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2, description="0 means greedy decoding.")
     history_turns: int = Field(3, ge=0, description="Earlier questions used to rewrite a follow-up.")

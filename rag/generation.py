@@ -164,6 +164,21 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         raise
 
 
+def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 weights for the linear layers (opt-in with ``RAG_LLM_QUANTIZE=int8``).
+
+    Decoding is about a fifth faster on two cores, but with the bundled 135M model answers
+    change visibly for the worse, so float32 stays the default.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks its eager quantization API as deprecated
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 # The transformers generator ------------------------------------------------------------------
 
 
@@ -216,6 +231,8 @@ class TransformersGenerator:
             tokenizer = AutoTokenizer.from_pretrained(source, **local)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **local)
             model.to(device).eval()
+            if device.type == "cpu" and self.settings.llm_quantize == "int8" and dtype == torch.float32:
+                model = quantize_int8(model)
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self._tokenizer, self._model, self._device = tokenizer, model, device
