@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -216,6 +217,8 @@ def measure_size(
         for mode in ("bm25", "hybrid"):
             if not store.hybrid_available:
                 break
+            for q, v in zip(queries[:WARM_UP], query_vectors[:WARM_UP], strict=False):
+                store.search(q, v, k=K, mode=mode)  # the first BM25 query builds the segment's inverted index
             search_ms = []
             for q, v in zip(queries[:n], query_vectors[:n], strict=True):
                 search_ms.append(timed(lambda q=q, v=v, mode=mode: store.search(q, v, k=K, mode=mode))[1])
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     started = time.perf_counter()
+    load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="search-latency-"))
     try:
         env = Settings()
@@ -286,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     embed = np.asarray(embed_ms)
     print(
         f"\nquery embedding alone: p50 {np.percentile(embed, 50):.1f} ms, p95 {np.percentile(embed, 95):.1f} ms; "
-        f"{len(queries)} queries ({n_text} for bm25 / hybrid); total run {time.perf_counter() - started:.0f} s"
+        f"{len(queries)} queries ({n_text} for bm25 / hybrid); total run {time.perf_counter() - started:.0f} s; "
+        f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)"
     )
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
