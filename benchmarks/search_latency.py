@@ -155,8 +155,14 @@ def reindex(store: DocumentStore, settings: Settings) -> float:
     client = store.client
     client.release_collection(store.name)
     client.drop_index(store.name, "vector")
+    index = store._dense_index()
     params = client.prepare_index_params()
-    params.add_index("vector", **store._dense_index())
+    params.add_index("vector", **index)
+    for param in params:
+        # pymilvus 3 sends build parameters (nlist, M, efConstruction) as flat keys, and
+        # Milvus Lite 3.2.2 reads them only from a JSON "params" entry: without this it
+        # silently builds with its defaults (nlist 128, M 16, efConstruction 200).
+        param._configs["params"] = index["params"]
     client.create_index(store.name, params)
     client.load_collection(store.name)
     return time.perf_counter() - started
