@@ -119,7 +119,7 @@ def run(pdf: Path, pages: int | None) -> dict[str, Any]:
         ingestor = Ingestor(settings, embedder, store)
         timer = Timer()
         rag.pipeline.load_document = timer.wrap("load", load_document)  # the name the pipeline calls
-        ingestor.chunker.split_document = timer.wrap("chunk", ingestor.chunker.split_document)
+        ingestor.chunker.split_text = timer.wrap("chunk", ingestor.chunker.split_text)  # called per page
         pipeline_vectors: dict[str, np.ndarray] = {}
         encode = timer.wrap("embed", embedder.encode)
 
@@ -175,7 +175,6 @@ def render(figures: dict[str, Any], command: str) -> str:
     split = figures["split"]
     writes = split.get("store.upsert", 0.0)
     store_in_line = split.get("store.version_state", 0.0) + split.get("store.remove_stale", 0.0)
-    in_line = split.get("load", 0.0) + split.get("chunk", 0.0) + split.get("embed", 0.0) + store_in_line
     verdict = "met" if ratio >= TARGET else "MISSED"
     embed_share = split.get("embed", 0.0) / figures["pipeline_s"]
     lines = [
@@ -209,12 +208,12 @@ def render(figures: dict[str, Any], command: str) -> str:
     ]
     total = figures["pipeline_s"]
     for label, seconds in [
-        ("load (pypdf text extraction)", split.get("load", 0.0)),
-        ("chunk (token-measured splitting)", split.get("chunk", 0.0)),
+        ("read the PDF's text (pypdf; background thread, overlaps embedding)", split.get("load", 0.0)),
+        ("split pages into chunks (token-measured)", split.get("chunk", 0.0)),
         ("embed (`encode` calls)", split.get("embed", 0.0)),
-        ("store: version check and stale-chunk delete (in line)", store_in_line),
-        ("store: upserts (background thread, overlapped with embedding)", writes),
-        ("waiting on the writer, other", max(total - in_line, 0.0)),
+        ("store: version check and stale-chunk delete", store_in_line),
+        ("store: upserts (background thread, overlaps embedding)", writes),
+        ("**all but `encode`, as the pipeline's wall clock sees it**", total - split.get("embed", 0.0)),
     ]:
         lines.append(f"| {label} | {seconds:.1f} | {seconds / total:.1%} |")
     lines += [
