@@ -119,7 +119,7 @@ def run(pdf: Path, pages: int | None) -> dict[str, Any]:
         ingestor = Ingestor(settings, embedder, store)
         timer = Timer()
         rag.pipeline.load_document = timer.wrap("load", load_document)  # the name the pipeline calls
-        ingestor.chunker.split_text = timer.wrap("chunk", ingestor.chunker.split_text)  # called per page
+        ingestor.chunker.split_document = timer.wrap("chunk", ingestor.chunker.split_document)
         pipeline_vectors: dict[str, np.ndarray] = {}
         encode = timer.wrap("embed", embedder.encode)
 
@@ -177,6 +177,7 @@ def render(figures: dict[str, Any], command: str) -> str:
     store_in_line = split.get("store.version_state", 0.0) + split.get("store.remove_stale", 0.0)
     verdict = "met" if ratio >= TARGET else "MISSED"
     embed_share = split.get("embed", 0.0) / figures["pipeline_s"]
+    without_read_rate = chunks / (figures["pipeline_s"] - split.get("load", 0.0))
     lines = [
         "# Ingest throughput",
         "",
@@ -201,6 +202,9 @@ def render(figures: dict[str, Any], command: str) -> str:
         f"by CPU time: {cpu_ratio:.3f}; within the pipeline run, its rate over the rate of its own `encode` calls "
         f"(the same work as the plain run, free of load changes between runs): {embed_share:.3f}",
         "",
+        f"Without reading the PDF's text (derived: chunks / (pipeline - read)): {without_read_rate:.2f} chunks/s, "
+        f"ratio {without_read_rate / plain_rate:.3f}.",
+        "",
         "Pipeline time split (wall seconds):",
         "",
         "| step | seconds | share |",
@@ -208,7 +212,7 @@ def render(figures: dict[str, Any], command: str) -> str:
     ]
     total = figures["pipeline_s"]
     for label, seconds in [
-        ("read the PDF's text (pypdf; background thread, overlaps embedding)", split.get("load", 0.0)),
+        ("read the PDF's text (pypdf)", split.get("load", 0.0)),
         ("split pages into chunks (token-measured)", split.get("chunk", 0.0)),
         ("embed (`encode` calls)", split.get("embed", 0.0)),
         ("store: version check and stale-chunk delete", store_in_line),

@@ -83,11 +83,6 @@ class Chunker:
     def split_document(self, document: LoadedDocument) -> list[Chunk]:
         """Chunks of one document, page by page, so every chunk has one page to cite."""
         located = [(page.number, text) for page in document.pages for text in self.split_text(page.text)]
-        return self.chunks_from(document, located)
-
-    def chunks_from(self, document: LoadedDocument, located: list[tuple[int | None, str]]) -> list[Chunk]:
-        """Chunks of a document from its split texts, in order, with their pages (ingest splits pages as
-        they are read)."""
         return [
             Chunk(
                 id=chunk_id(document.source, document.content_hash, index),

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections.abc import Callable
 from pathlib import Path
 
 from rag.records import LoadedDocument, Page
@@ -63,13 +62,8 @@ def source_key(path: Path) -> str:
         return resolved.as_posix()
 
 
-def content_hash(data: bytes) -> str:
-    """A version's identity: the sha256 of the file's bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_file(path: Path, *, max_bytes: int | None = None) -> bytes:
-    """The bytes of a file that may be ingested; ``LoadError`` says why not (missing, type, empty, size)."""
+def load_document(path: Path, *, source: str | None = None, max_bytes: int | None = None) -> LoadedDocument:
+    """Read one file. Raises ``LoadError`` for anything that yields no usable text."""
     if not path.exists():
         raise LoadError("file not found")
     if not path.is_file():
@@ -83,35 +77,14 @@ def read_file(path: Path, *, max_bytes: int | None = None) -> bytes:
         raise LoadError("the file is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
         raise LoadError(f"the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-    return data
-
-
-def load_document(
-    path: Path,
-    *,
-    source: str | None = None,
-    max_bytes: int | None = None,
-    data: bytes | None = None,
-    on_page: Callable[[Page], None] | None = None,
-) -> LoadedDocument:
-    """Read one file. Raises ``LoadError`` for anything that yields no usable text.
-
-    ``data`` is the file's bytes when the caller has read them already (``read_file``);
-    ``on_page`` gets each page that holds text as soon as it is read, so that ingest can
-    embed the first pages of a long PDF while the rest is still being read.
-    """
-    if data is None:
-        data = read_file(path, max_bytes=max_bytes)
-    if path.suffix.lower() in PDF_SUFFIXES:
-        pages, page_total = _read_pdf(path, data, on_page)
+    if suffix in PDF_SUFFIXES:
+        pages, page_total = _read_pdf(path, data)
     else:
         pages, page_total = _read_text(data), 1
-        if on_page is not None:
-            on_page(pages[0])
     return LoadedDocument(
         source=source or source_key(path),
         title=Path(source).name if source else path.name,
-        content_hash=content_hash(data),
+        content_hash=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         pages=pages,
         page_total=page_total,
@@ -143,7 +116,7 @@ def _unprintable_share(text: str) -> float:
     return bad / max(len(text), 1)
 
 
-def _read_pdf(path: Path, data: bytes, on_page: Callable[[Page], None] | None) -> tuple[list[Page], int]:
+def _read_pdf(path: Path, data: bytes) -> tuple[list[Page], int]:
     import io
 
     from pypdf import PdfReader
@@ -166,8 +139,6 @@ def _read_pdf(path: Path, data: bytes, on_page: Callable[[Page], None] | None) -
             text = normalise_text(page.extract_text() or "", join_lines=True)
             if text:
                 pages.append(Page(text=text, number=number))
-                if on_page is not None:
-                    on_page(pages[-1])
         page_total = len(reader.pages)
     except LoadError:
         raise

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import glob
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.loading import LoadError, content_hash, is_supported, load_document, read_file, source_key
-from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome, Page
+from rag.loading import LoadError, is_supported, load_document, source_key
+from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
 from rag.store import DocumentStore, quote
 
 log = logging.getLogger(__name__)
@@ -38,10 +33,6 @@ class Progress:
     on_file_start: Callable[[Path], None] = lambda path: None
     on_chunks: Callable[[int, int], None] = lambda done, total: None
     on_file_done: Callable[[FileResult], None] = lambda result: None
-
-
-class EmbeddingError(RuntimeError):
-    """The model failed on a file's text (the cause says how)."""
 
 
 def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResult]]:
@@ -129,29 +120,16 @@ class Ingestor:
         return report
 
     def ingest_file(self, path: Path, *, source: str | None = None, progress: Progress | None = None) -> FileResult:
-        """Load, chunk, embed and store one file; never raises for a bad file.
-
-        The stored version is checked before the file is parsed. A new version's pages are
-        read in a background thread while this thread chunks and embeds the pages already
-        read, so a long PDF's text extraction overlaps with embedding.
-        """
+        """Load, chunk, embed and store one file; never raises for a bad file."""
         progress = progress or Progress()
-        source = source or source_key(path)
         try:
-            data = read_file(path, max_bytes=self.settings.max_file_mb * 1_000_000)
-            known, complete = self.store.version_state(source, content_hash(data))
-            if complete:  # parsed only for its page count, as before
-                return self.ingest_document(load_document(path, source=source, data=data), path=path)
-            document, located, embedded = self._read_while_embedding(path, source, data, progress)
+            document = load_document(path, source=source, max_bytes=self.settings.max_file_mb * 1_000_000)
         except LoadError as exc:
-            return FileResult(path, source, Outcome.FAILED, error=str(exc))
+            return FileResult(path, source or source_key(path), Outcome.FAILED, error=str(exc))
         except OSError as exc:
-            return FileResult(path, source, Outcome.FAILED, error=f"cannot read the file: {exc.strerror}")
-        except EmbeddingError as exc:  # nothing was written yet
-            log.error("ingest of %s failed", path, exc_info=exc.__cause__)
-            return FileResult(path, source, Outcome.FAILED, error=f"could not embed it: {exc.__cause__}")
-        chunks = self.chunker.chunks_from(document, located)
-        return self._store_version(document, chunks, known=known, path=path, progress=progress, embedded=embedded)
+            error = f"cannot read the file: {exc.strerror}"
+            return FileResult(path, source or source_key(path), Outcome.FAILED, error=error)
+        return self.ingest_document(document, path=path, progress=progress)
 
     def ingest_document(
         self, document: LoadedDocument, *, path: Path | None = None, progress: Progress | None = None
@@ -159,72 +137,18 @@ class Ingestor:
         """Chunk, embed and store a document already in memory (the evaluation commands use this)."""
         progress = progress or Progress()
         path = path or Path(document.source)
+        result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
         known, complete = self.store.version_state(document.source, document.content_hash)
         if complete:
-            chunks = self.store.count(f"source == {quote(document.source)}")
-            return FileResult(path, document.source, Outcome.UNCHANGED, chunks=chunks, pages=document.page_total)
+            result.outcome = Outcome.UNCHANGED
+            result.chunks = self.store.count(f"source == {quote(document.source)}")
+            return result
         chunks = self.chunker.split_document(document)
-        return self._store_version(document, chunks, known=known, path=path, progress=progress)
-
-    def _read_while_embedding(
-        self, path: Path, source: str, data: bytes, progress: Progress
-    ) -> tuple[LoadedDocument, list[tuple[int | None, str]], dict[str, np.ndarray]]:
-        """Parse in a background thread; split and embed here, a group at a time, the pages already read.
-
-        Returns the document, its split texts with their pages, and the vectors made so far
-        (the rest are made once every text is known, sorted by length). Nothing is written:
-        a file that turns out to be unreadable halfway leaves no trace.
-        """
-        pages: queue.SimpleQueue[Page | None] = queue.SimpleQueue()
-        outcome: dict[str, Any] = {}
-
-        def read() -> None:
-            try:
-                outcome["document"] = load_document(path, source=source, data=data, on_page=pages.put)
-            except BaseException as exc:  # handed over to the ingesting thread
-                outcome["error"] = exc
-            finally:
-                pages.put(None)
-
-        reader = threading.Thread(target=read, name="page-reader", daemon=True)
-        reader.start()
-        group = self.settings.embedding_batch_size * 4
-        located: list[tuple[int | None, str]] = []
-        waiting: list[str] = []
-        embedded: dict[str, np.ndarray] = {}
-        while (page := pages.get()) is not None:
-            for text in self.chunker.split_text(page.text):
-                located.append((page.number, text))
-                waiting.append(text)
-            if len(waiting) >= group:
-                try:
-                    vectors = self.embedder.encode(waiting[:group])
-                except Exception as exc:
-                    raise EmbeddingError from exc
-                embedded.update(zip(waiting[:group], vectors, strict=True))
-                del waiting[:group]
-                progress.on_chunks(len(embedded), len(located))
-        reader.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["document"], located, embedded
-
-    def _store_version(
-        self,
-        document: LoadedDocument,
-        chunks: list[Chunk],
-        *,
-        known: bool,
-        path: Path,
-        progress: Progress,
-        embedded: dict[str, np.ndarray] | None = None,
-    ) -> FileResult:
-        result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
         if not chunks:
             result.outcome, result.error = Outcome.FAILED, "no text left after cleaning"
             return result
         try:
-            self._embed_and_store(chunks, progress, embedded)
+            self._embed_and_store(chunks, progress)
         except Exception as exc:
             # Chunks of the new version may be partly written: remove them, keep the old version.
             log.exception("ingest of %s failed", path)
@@ -264,32 +188,25 @@ class Ingestor:
                     result.outcome, result.error = Outcome.FAILED, f"could not store it: {exc}"
         return results
 
-    def _embed_and_store(
-        self, chunks: list[Chunk], progress: Progress, embedded: dict[str, np.ndarray] | None = None
-    ) -> None:
+    def _embed_and_store(self, chunks: list[Chunk], progress: Progress) -> None:
         """Embed in groups, longest texts first, while a background thread writes the previous group.
 
-        Sorting by length over all texts not yet ``embedded`` keeps padding as low as one
-        ``encode`` call over them would; progress is still reported per group. Other versions
-        of a document are removed only after every chunk of this one is written.
+        Sorting by length over the whole document keeps padding as low as one ``encode`` call
+        over all texts would; progress is still reported per group. Other versions of the
+        document are removed only after every chunk of this one is written.
         """
-        embedded = embedded or {}
         group = self.settings.embedding_batch_size * 4
-        ready = [c for c in chunks if c.text in embedded]
-        order = sorted((c for c in chunks if c.text not in embedded), key=lambda c: len(c.text), reverse=True)
+        order = sorted(chunks, key=lambda c: len(c.text), reverse=True)
         added_at = int(time.time())
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
             writing: Future | None = None
-            if ready:
-                vectors = np.stack([embedded[c.text] for c in ready])
-                writing = writer.submit(self.store.upsert, ready, vectors, added_at=added_at)
             for start in range(0, len(order), group):
                 part = order[start : start + group]
                 vectors = self.embedder.encode([c.text for c in part])
                 if writing is not None:
                     writing.result()  # one write in flight at a time; raises a write error here
                 writing = writer.submit(self.store.upsert, part, vectors, added_at=added_at)
-                progress.on_chunks(len(ready) + min(start + group, len(order)), len(chunks))
+                progress.on_chunks(min(start + group, len(order)), len(order))
             if writing is not None:
                 writing.result()
         for first in {c.source: c for c in chunks if c.index == 0}.values():

@@ -7,14 +7,13 @@ import io
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pypdf import PdfReader, PdfWriter
 
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.loading import load_document, normalise_text
-from rag.pipeline import Ingestor, Progress, build_chunker, collect_files
+from rag.loading import normalise_text
+from rag.pipeline import Ingestor, Progress, collect_files
 from rag.records import FileResult, Outcome
 from rag.store import DocumentStore, quote
 
@@ -274,36 +273,7 @@ def test_a_write_that_fails_halfway_leaves_the_old_version_whole(
         store.close()
 
 
-def test_chunks_embedded_while_the_pdf_is_read_are_stored_like_the_rest(
-    tmp_path: Path, make_pdf, settings: Settings, embedder: Embedder, store: DocumentStore
-) -> None:
-    small = settings.model_copy(update={"chunk_size": 48, "chunk_overlap": 8, "embedding_batch_size": 1})
-    path = make_pdf(tmp_path / "long.pdf", [(WHALES if n % 2 else RUST) + f" Page {n}." for n in range(1, 9)])
-    ingestor = Ingestor(small, embedder, store)
-    embedded_early: list[int] = []
-    embed_and_store = ingestor._embed_and_store
-
-    def spy(chunks, progress, embedded=None):
-        embedded_early.append(len(embedded or {}))
-        return embed_and_store(chunks, progress, embedded)
-
-    ingestor._embed_and_store = spy
-
-    [result] = ingestor.ingest([path]).files
-
-    expected = build_chunker(small, embedder).split_document(load_document(path))
-    rows = store.client.query(
-        store.name, filter="", output_fields=["id", "text", "page", "chunk_index", "vector"], limit=1000
-    )
-    rows.sort(key=lambda r: r["chunk_index"])
-    assert (result.outcome, result.chunks) == (Outcome.ADDED, len(expected))
-    assert 0 < embedded_early[0] < len(expected)  # some groups while reading, the rest afterwards
-    assert [(r["id"], r["text"], r["page"]) for r in rows] == [(c.id, c.text, c.page) for c in expected]
-    vectors = embedder.encode([c.text for c in expected])
-    assert np.abs(np.array([r["vector"] for r in rows]) - vectors).max() < 1e-4
-
-
-def test_a_model_failure_while_the_pdf_is_read_stores_nothing(
+def test_a_model_failure_halfway_leaves_the_old_version_whole(
     tmp_path: Path, make_pdf, settings: Settings, embedder: Embedder, store: DocumentStore, monkeypatch
 ) -> None:
     small = settings.model_copy(update={"chunk_size": 48, "chunk_overlap": 8, "embedding_batch_size": 1})
@@ -315,7 +285,7 @@ def test_a_model_failure_while_the_pdf_is_read_stores_nothing(
     calls = iter(range(100))
 
     def failing(texts, batch_size=None):
-        if next(calls) == 1:  # the second group, while pages are still being split and embedded
+        if next(calls) == 1:  # the second group of 4 chunks: the first one is written already
             raise RuntimeError("out of memory")
         return encode(texts, batch_size)
 
@@ -323,7 +293,7 @@ def test_a_model_failure_while_the_pdf_is_read_stores_nothing(
 
     [result] = ingestor.ingest([path]).files
 
-    assert (result.outcome, result.error) == (Outcome.FAILED, "could not embed it: out of memory")
+    assert (result.outcome, result.error) == (Outcome.FAILED, "could not store it: out of memory")
     assert_one_complete_version(store, old.source, old.chunks)
 
 

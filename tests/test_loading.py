@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from rag.loading import LoadError, content_hash, load_document, normalise_text, read_file, source_key
+from rag.loading import LoadError, load_document, normalise_text, source_key
 
 ARTICLE = (
     "Dense passage retrieval encodes questions and passages with two BERT encoders. "
@@ -84,17 +84,6 @@ def test_pdf_pages_keep_their_numbers_and_blank_pages_are_counted(tmp_path: Path
         (3, "Page three talks about Rust."),
     ]
     assert document.page_total == 3
-
-
-def test_pages_are_handed_over_as_they_are_read(tmp_path: Path, make_pdf) -> None:
-    path = make_pdf(tmp_path / "three.pdf", ["Page one.", "", "Page three."])
-    seen: list = []
-
-    document = load_document(path, data=read_file(path), on_page=seen.append)
-
-    assert seen == document.pages
-    assert [page.number for page in seen] == [1, 3]
-    assert document.content_hash == content_hash(path.read_bytes())
 
 
 def bad_files(tmp_path: Path, make_pdf) -> dict[str, tuple[Path, str]]:
