@@ -113,14 +113,6 @@ def test_the_command_end_to_end(tmp_path: Path, make_pdf, embedder) -> None:
     total = sum(int(chunks) for _, chunks in rows.values())
     assert listing.stdout.splitlines()[-1] == f"5 documents, {total} chunks"
 
-    delete = run_command("--json", "--delete", "a.txt", "--delete", "nothing.txt", cwd=root)
-
-    assert delete.returncode == 1
-    assert json.loads(delete.stdout) == [
-        {"source": "docs/a.txt", "deleted_chunks": int(rows["docs/a.txt"][1]), "error": None},
-        {"source": "nothing.txt", "deleted_chunks": 0, "error": "no stored document by that name"},
-    ]
-
     reset = run_command("--json", "--reset", "--yes", "docs/sub", "notes/*.md", cwd=root)
 
     assert reset.returncode == 0, reset.stderr
@@ -196,7 +188,7 @@ def test_list_json_and_empty_list(tmp_path: Path, command) -> None:
     assert (document["source"], document["pages"], document["chunks"]) == ("a.txt", 1, 1)
 
 
-def test_delete_refuses_an_ambiguous_name(tmp_path: Path, command) -> None:
+def test_delete_by_name_refuses_an_ambiguous_one(tmp_path: Path, command) -> None:
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "same.txt").write_text(WHALES)
@@ -208,6 +200,13 @@ def test_delete_refuses_an_ambiguous_name(tmp_path: Path, command) -> None:
     assert out == "! same.txt: ambiguous: x/same.txt, y/same.txt\n"
     status, out, _ = command("--delete", "x/same.txt")
     assert (status, re.sub(r"chunks?", "chunk", out)) == (0, "- deleted x/same.txt (1 chunk)\n")
+    status, out, _ = command("--json", "--delete", "same.txt", "--delete", "nothing.txt")
+    assert status == 1
+    assert json.loads(out) == [
+        {"source": "y/same.txt", "deleted_chunks": 1, "error": None},
+        {"source": "nothing.txt", "deleted_chunks": 0, "error": "no stored document by that name"},
+    ]
+    assert command("--list", "--json")[1].strip() == "[]"
 
 
 def test_reset_without_yes_is_refused_when_not_interactive(tmp_path: Path, command) -> None:
