@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from rag.config import Settings
 from rag.local_server import endpoint_file, running_endpoint
-from rag.store import DocumentStore, StoreError
+from rag.store import DocumentStore, StoreError, collection_metadata
 
 SCAN_BATCH = 1000
 INDEX_KEYS = {
@@ -144,12 +144,7 @@ def _inspect(client: Any, store: DocumentStore, report: DoctorReport) -> None:
     if "vector" not in fields or "doc_hash" not in fields:
         report.problems.append(f"collection '{name}' was not made by this app; choose another with RAG_COLLECTION")
         return
-    meta = dict(info.get("properties") or {})
-    if "rag.embedding_model" not in meta:
-        try:
-            meta = json.loads(info.get("description") or "{}")
-        except ValueError:
-            meta = {}
+    meta = collection_metadata(info)
     report.recorded_model = meta.get("rag.embedding_model", "unknown")
     report.recorded_dimension = int(fields["vector"].get("params", {}).get("dim", 0))
     if report.recorded_model != report.configured_model:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.config import Settings
-from rag.store import META_FIELDS, DocumentStore, StoreError
+from rag.store import META_FIELDS, DocumentStore, StoreError, collection_metadata
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,7 @@ class MigrationReport:
 def recorded_model(store: DocumentStore, client) -> RecordedModel:
     """The embedding model and dimension recorded by an existing collection."""
     info = client.describe_collection(store.name)
-    meta = dict(info.get("properties") or {})
-    if "rag.embedding_model" not in meta:
-        try:
-            meta = json.loads(info.get("description") or "{}")
-        except ValueError:
-            meta = {}
+    meta = collection_metadata(info)
     fields = {f["name"]: f for f in info.get("fields", [])}
     if "vector" not in fields or "doc_hash" not in fields or "rag.embedding_model" not in meta:
         raise StoreError(f"collection '{store.name}' at {store.uri} was not made by this app")

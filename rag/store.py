@@ -77,6 +77,17 @@ def check_connection(settings: Settings) -> str:
     return store.server_version
 
 
+def collection_metadata(info: dict[str, Any]) -> dict[str, str]:
+    """What the app recorded on a collection: properties, or the schema description on servers that drop them."""
+    meta = dict(info.get("properties") or {})
+    if "rag.embedding_model" not in meta:
+        try:
+            meta = json.loads(info.get("description") or "{}")
+        except ValueError:
+            meta = {}
+    return meta
+
+
 def _supports_bm25(version: str) -> bool:
     """Built-in BM25 functions arrived in Milvus 2.5; Milvus Lite 3.x has them."""
     if version.lower().startswith("milvus_lite"):  # not "v2.3.5-lite", the old milvus-server package
@@ -284,12 +295,7 @@ class DocumentStore:
 
     def _check_collection(self, *, check_model: bool = True) -> None:
         info = self._describe_when_ready()
-        meta = dict(info.get("properties") or {})
-        if "rag.embedding_model" not in meta:
-            try:
-                meta = json.loads(info.get("description") or "{}")
-            except ValueError:
-                meta = {}
+        meta = collection_metadata(info)
         fields = {f["name"]: f for f in info.get("fields", [])}
         if "vector" not in fields or "doc_hash" not in fields:
             raise StoreError(f"collection '{self.name}' was not made by this app; choose another with RAG_COLLECTION")
