@@ -1,7 +1,7 @@
 """Latency, throughput and memory of the bundled LLM on this machine, against fixed targets.
 
     python -m benchmarks.bench_generation            # prints and writes benchmarks/results/generation.md
-    python -m benchmarks.bench_generation --dtype bfloat16 --threads 1 --output /tmp/bf16.md
+    python -m benchmarks.bench_generation --quantize none --output /tmp/float32.md   # plain float32
 
 Load time and peak memory are measured in fresh subprocesses, so imports and other models in
 this process do not blur them. Decoding is greedy, as in the app's default settings.
@@ -140,6 +140,7 @@ def in_subprocess(part: str, args: argparse.Namespace) -> dict[str, float]:
 def option_args(args: argparse.Namespace) -> list[str]:
     """The options that change the figures, to pass on to children and print for reproducing."""
     out = [] if args.dtype == "auto" else ["--dtype", args.dtype]
+    out += [] if args.quantize == "auto" else ["--quantize", args.quantize]
     return out + ([] if args.threads is None else ["--threads", str(args.threads)])
 
 
@@ -170,8 +171,8 @@ def report(figures: dict[str, float | str], args: argparse.Namespace) -> str:
         f"- Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU; "
         f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}",
-        f"- Model: bundled SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized), dtype {args.dtype}, "
-        f"greedy, max_new_tokens {MAX_NEW_TOKENS}",
+        f"- Model: bundled SmolLM2-135M-Instruct (Q4_1 GGUF), dtype {args.dtype}, quantize {args.quantize}: "
+        f"{figures['weights']}; greedy, max_new_tokens {MAX_NEW_TOKENS}",
         f"- Prompt: system + {CHUNKS} PubMedQA passages of {CHUNK_TOKENS} word-piece tokens + question "
         f"= {figures['prompt_tokens']} LLM tokens",
         f"- Load average before / after: {figures['load_before']} / {figures['load_after']} "
@@ -200,11 +201,12 @@ def report(figures: dict[str, float | str], args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"])
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=["load", "rss"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    settings = Settings(llm_dtype=args.dtype)
+    settings = Settings(llm_dtype=args.dtype, llm_quantize=args.quantize)
     if args.threads is not None:
         import torch
 
@@ -225,6 +227,7 @@ def main() -> None:
     figures.update(in_subprocess("load", args))
 
     gen.load()
+    figures["weights"] = gen.weights_description
     messages = rag_messages()
     figures["prompt_tokens"] = gen.prompt_tokens(messages)
     gen.generate(messages, max_new_tokens=8, temperature=0)  # warm-up: first-call allocations

@@ -12,6 +12,7 @@ plain safetensors copy under ``settings.model_cache_dir``; later loads take abou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -36,6 +37,8 @@ MIN_NEW_TOKENS = 16  # room always left for an answer when a prompt overflows th
 DEFAULT_CONTEXT = 2048  # when neither the config nor the tokenizer states a window
 MAX_CONTEXT = 32_768  # beyond this a CPU prefill takes minutes; callers trim long before
 _STALE_TMP_S = 3600  # a conversion folder this old was left by a killed process
+Q4_LAYOUT = "q4_layout.safetensors"  # in the 4-bit copy: levels, scales and minimums per layer
+NOT_Q4 = "not-q4"  # in a converted copy whose weights are not 4-bit blocks
 
 
 class ChatMessage(TypedDict):
@@ -124,18 +127,34 @@ def _remove_stale_tmp(cache_root: Path, prefix: str) -> None:
             pass
 
 
-def convert_gguf(gguf_path: Path, target: Path) -> None:
-    """De-quantize ``gguf_path`` and save model and tokenizer at ``target``, atomically.
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``target`` to fill; it becomes ``target`` only if the block succeeds.
 
-    Everything is written into a temporary sibling folder that is renamed at the end, so a
-    killed conversion leaves no half-written cache behind (only a temporary folder that a
-    later conversion removes).
+    A killed writer leaves no half-written cache behind (only a temporary folder that a later
+    writer removes), and of two processes racing to write the same copy, the first one wins.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
     _remove_stale_tmp(target.parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race with another process: a real error
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantize ``gguf_path`` and save model and tokenizer at ``target``, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder, name = str(gguf_path.parent), gguf_path.name
     kwargs: dict[str, Any] = {"gguf_file": name}
     try:  # transformers >= 5 may keep GGUF blocks packed; a saved copy must be plain weights
@@ -149,19 +168,9 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # older paths de-quantize but still mark the model as quantized
         quantizer.remove_quantization_config(model)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not converted_copy_exists(target):  # not a lost race with another process: a real error
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
@@ -177,6 +186,22 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks its eager quantization API as deprecated
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run the calling thread's torch ops on ``count`` threads, then restore the previous count."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # The transformers generator ------------------------------------------------------------------
@@ -208,6 +233,8 @@ class TransformersGenerator:
         # One decode at a time: two at once on a few CPU cores oversubscribe the OpenMP threads
         # and each runs several times slower than both in turn.
         self._decode_lock = threading.Lock()
+        self._decode_threads: int | None = None  # None: torch's own count
+        self.weights_description = ""  # how the weights run, for logs and benchmarks
 
     # Loading ------------------------------------------------------------------------------
 
@@ -227,25 +254,80 @@ class TransformersGenerator:
             source = self._weights_source()
             device = resolve_device(self.settings.llm_device)
             dtype = resolve_dtype(self.settings.llm_dtype, device)
+            q4_folder = self._q4_copy(source) if self._wants_q4(device) else None
+            if q4_folder is not None:
+                source, dtype = str(q4_folder), torch.bfloat16
             local = {"local_files_only": True} if Path(source).is_dir() else {}
             tokenizer = AutoTokenizer.from_pretrained(source, **local)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **local)
             model.to(device).eval()
-            if device.type == "cpu" and self.settings.llm_quantize == "int8" and dtype == torch.float32:
+            description = str(dtype).removeprefix("torch.")
+            if q4_folder is not None:
+                from rag.q4_linear import load_q4_layout
+
+                swapped = load_q4_layout(model, q4_folder / Q4_LAYOUT)
+                description = f"{swapped} linear layers decode on 4-bit weights, bfloat16 otherwise, 1 decode thread"
+                # The 4-bit steps are too small to share between cores: one thread decodes
+                # faster than two (24 vs 18 tokens/s on two cores) and leaves a core to the app.
+                self._decode_threads = 1
+            elif device.type == "cpu" and dtype == torch.float32 and self.settings.llm_quantize == "int8":
                 model = quantize_int8(model)
+                description = "dynamic int8 linear layers, float32 otherwise"
+            self.weights_description = description
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self._tokenizer, self._model, self._device = tokenizer, model, device
             self.load_seconds = time.perf_counter() - start
             logger.info(
-                "Loaded LLM %s on %s in %s in %.1f s%s (torch threads: %d)",
+                "Loaded LLM %s on %s (%s) in %.1f s%s (torch threads: %d)",
                 source,
                 device,
-                str(dtype).removeprefix("torch."),
+                self.weights_description,
                 self.load_seconds,
                 {None: "", True: ", cache hit", False: ", cache miss"}[self.loaded_from_cache],
                 torch.get_num_threads(),
             )
+
+    def _wants_q4(self, device: torch.device) -> bool:
+        """4-bit decoding: a GGUF model, on a CPU with bfloat16 units, with the default dtype and quantization."""
+        from rag.q4_linear import cpu_has_bf16
+
+        return (
+            self.cache_path is not None
+            and device.type == "cpu"
+            and self.settings.llm_dtype == "auto"
+            and self.settings.llm_quantize == "auto"
+            and cpu_has_bf16()
+        )
+
+    def _q4_copy(self, converted: str) -> Path | None:
+        """A bfloat16 copy of the converted model plus its 4-bit layout, made once; None if not 4-bit.
+
+        Reading this copy keeps a loaded model at a third of the float32 copy's memory.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rag.q4_linear import save_q4_layout, use_q4_decoding
+
+        source = Path(converted)
+        target = source.with_name(source.name + "-q4")
+        if (target / Q4_LAYOUT).is_file():
+            return target
+        if (source / NOT_Q4).is_file():
+            return None
+        import torch
+
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=True)
+        layout = use_q4_decoding(model)
+        if not layout:
+            (source / NOT_Q4).touch()
+            return None
+        logger.info("Keeping a 4-bit copy of %s in %s (once)", source.name, target)
+        with atomic_folder(target) as tmp:
+            model.to(torch.bfloat16).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(source, local_files_only=True).save_pretrained(tmp)
+            save_q4_layout(layout, tmp / Q4_LAYOUT)
+        return target
 
     def _weights_source(self) -> str:
         """Folder or id for ``from_pretrained``; converts a GGUF file on first use."""
@@ -341,6 +423,10 @@ class TransformersGenerator:
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([_StopFlag()]),
         }
+        if self._device is not None and self._device.type == "cpu":
+            # A preallocated cache: the default one copies the whole cache for every new token,
+            # a third of each CPU decoding step with a RAG-sized prompt.
+            kwargs["cache_implementation"] = "static"
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
         else:  # greedy; sampling knobs a model's generation config may carry would only warn
@@ -349,7 +435,7 @@ class TransformersGenerator:
 
         def run() -> None:
             try:
-                with self._decode_lock, torch.inference_mode():
+                with self._decode_lock, torch.inference_mode(), _torch_threads(self._decode_threads):
                     model.generate(**kwargs)
             except BaseException as error:  # handed to the consumer below
                 errors.append(error)

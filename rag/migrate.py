@@ -115,6 +115,7 @@ def migrate(
                     batch = [{name: row[name] for name in COPY_FIELDS} for row in rows]
                     for row in batch:
                         row["vector"] = [float(x) for x in row["vector"]]
+                    writer.add_keywords(batch)
                     writer.client.upsert(writer.name, batch)
                     report.copied += len(batch)
                     if on_batch:

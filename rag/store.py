@@ -26,6 +26,7 @@ from pymilvus.exceptions import MilvusException
 
 from rag.config import Settings
 from rag.embedding import Embedder
+from rag.keywords import keyword_text
 from rag.local_server import resolve_local_uri
 from rag.records import Chunk, Hit, StoredDocument
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: BM25 reads a stemmed keyword field, not the text itself
 WRITE_BATCH = 256
 QUERY_LIMIT = 16_384
 BM25_SEARCH_PARAMS: dict[str, Any] = {"metric_type": "BM25", "params": {"drop_ratio_search": 0.0}}
@@ -111,6 +112,7 @@ class DocumentStore:
         self.uri = ""
         self.server_version = ""
         self.hybrid_available = False
+        self.keyword_field = False  # BM25 over stemmed keywords (schema 2), or over the raw text (1)
         self.notices: list[str] = []
 
     # Connection -------------------------------------------------------------------------
@@ -236,16 +238,16 @@ class DocumentStore:
         meta = self._metadata()
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(meta))
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        text_kwargs: dict[str, Any] = {"enable_analyzer": True} if with_bm25 else {}
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535, **text_kwargs)
+        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.embedder.dimension)
         if with_bm25:
+            schema.add_field("keywords", DataType.VARCHAR, max_length=65_535, enable_analyzer=True)
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(
                 Function(
-                    name="text_bm25",
+                    name="keywords_bm25",
                     function_type=FunctionType.BM25,
-                    input_field_names=["text"],
+                    input_field_names=["keywords"],
                     output_field_names=["sparse"],
                 )
             )
@@ -265,7 +267,7 @@ class DocumentStore:
             client.alter_collection_properties(self.name, properties=meta)
         except MilvusException as exc:  # older servers keep the schema description instead
             log.debug("collection properties not supported: %s", exc)
-        self.hybrid_available = with_bm25
+        self.hybrid_available = self.keyword_field = with_bm25
         log.info("created collection %s (%s, hybrid=%s)", self.name, self._dense_index(), with_bm25)
 
     def _dense_index(self) -> dict[str, Any]:
@@ -309,6 +311,7 @@ class DocumentStore:
                 "(or choose a new RAG_COLLECTION)."
             )
         self.hybrid_available = "sparse" in fields
+        self.keyword_field = "keywords" in fields
         if self.settings.hybrid and not self.hybrid_available:
             self._notice("this collection has no BM25 field: dense search only.")
 
@@ -369,8 +372,19 @@ class DocumentStore:
             }
             for c, vector in zip(chunks, vectors.tolist(), strict=True)
         ]
+        self.add_keywords(rows)
         for start in range(0, len(rows), WRITE_BATCH):
             self._call("upsert", self.name, rows[start : start + WRITE_BATCH])
+
+    def add_keywords(self, rows: list[dict[str, Any]]) -> None:
+        """Fill the keyword field BM25 reads, where the collection has one (rows need ``text``)."""
+        if self.keyword_field:
+            for row in rows:
+                row["keywords"] = keyword_text(row["text"])
+
+    def bm25_query(self, query: str) -> str:
+        """The query as BM25 must see it: reduced like the stored keywords, where they exist."""
+        return keyword_text(query) if self.keyword_field else query
 
     def remove_stale(self, chunk: Chunk) -> None:
         """Delete what is stored under the chunk's source but is not part of its version."""
@@ -459,6 +473,11 @@ class DocumentStore:
         ``fetch``: candidates each side brings to hybrid fusion (default ``max(k, 20)``)."""
         if mode != "dense" and not self.hybrid_available:
             mode = "dense"
+        keywords = self.bm25_query(query) if mode != "dense" else ""
+        if mode == "bm25" and not keywords.strip():
+            return []  # only stop words: nothing for BM25 to match
+        if mode == "hybrid" and not keywords.strip():
+            mode = "dense"
         expr = f"source in {json.dumps(list(sources), ensure_ascii=False)}" if sources else ""
         output = ["text", "vector", *META_FIELDS]
         vector = [float(x) for x in query_vector]
@@ -466,7 +485,7 @@ class DocumentStore:
             fetch = max(k, fetch or 20)  # each side brings more candidates than are kept after fusion
             requests = [
                 AnnSearchRequest([vector], "vector", self._dense_search_params(fetch), fetch, expr=expr or None),
-                AnnSearchRequest([query], "sparse", BM25_SEARCH_PARAMS, fetch, expr=expr or None),
+                AnnSearchRequest([keywords], "sparse", BM25_SEARCH_PARAMS, fetch, expr=expr or None),
             ]
             results = self._call(
                 "hybrid_search", self.name, reqs=requests, ranker=self._ranker(), limit=k, output_fields=output
@@ -476,7 +495,7 @@ class DocumentStore:
             results = self._call(
                 "search",
                 self.name,
-                data=[vector] if dense else [query],
+                data=[vector] if dense else [keywords],
                 anns_field="vector" if dense else "sparse",
                 search_params=self._dense_search_params(k) if dense else BM25_SEARCH_PARAMS,
                 limit=k,
@@ -508,6 +527,9 @@ class DocumentStore:
         For use in your own chains: it searches with the product's embedder and index
         parameters. On a hybrid collection name the ranker, as Milvus Lite refuses the
         default weights: ``as_retriever(search_kwargs={"k": 4, "ranker_type": "rrf"})``.
+        BM25 there reads the stemmed keyword field, so pass queries through
+        ``keyword_text`` for the BM25 side to match fully, and add documents with the
+        ingest pipeline (this class does not fill the keyword field).
         The product's own paths use the client directly because they need what that class
         does not offer: upserts of vectors computed once, dense-only and BM25-only search on
         a hybrid collection, and the stored vectors back for cosine relevance scores.
@@ -525,7 +547,9 @@ class DocumentStore:
             primary_field="id",
             text_field="text",
             vector_field=["vector", "sparse"] if hybrid else "vector",
-            builtin_function=BM25BuiltInFunction(input_field_names="text", output_field_names="sparse")
+            builtin_function=BM25BuiltInFunction(
+                input_field_names="keywords" if self.keyword_field else "text", output_field_names="sparse"
+            )
             if hybrid
             else None,
             # Milvus Lite refuses langchain-milvus's default sparse parameters (drop_ratio_build).

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings
-from rag.generation import Generator, TransformersGenerator, gguf_cache_dir
+from rag.generation import Q4_LAYOUT, Generator, TransformersGenerator, gguf_cache_dir
 
 CONTEXT = (
     "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was completed in 1889 "
@@ -109,6 +109,32 @@ def test_converted_copy_is_cached(generator: TransformersGenerator) -> None:
     assert again.loaded_from_cache is True
     assert again.cache_path == generator.cache_path
     assert again.load_seconds is not None and again.load_seconds < 10
+
+
+@pytest.mark.slow
+def test_bundled_model_decodes_on_its_own_4bit_weights(generator: TransformersGenerator) -> None:
+    from rag.q4_linear import Q4DecodeLinear, cpu_has_bf16
+
+    if not cpu_has_bf16() or generator._device is None or generator._device.type != "cpu":
+        pytest.skip("4-bit decoding runs on CPUs with bfloat16 units only")
+    layers = [m for m in generator._model.modules() if isinstance(m, Q4DecodeLinear)]
+    assert len(layers) == 30 * 7  # q, k, v, o, gate, up and down projections of each of 30 blocks
+    assert generator.cache_path is not None
+    copy = generator.cache_path.with_name(generator.cache_path.name + "-q4")
+    assert (copy / Q4_LAYOUT).is_file() and (copy / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_4bit_decoding_answers_like_float32(generator: TransformersGenerator) -> None:
+    """Same weights, bfloat16 activations: the answer keeps its facts and starts the same."""
+    exact = TransformersGenerator(Settings(llm_quantize="none", model_cache_dir=generator.settings.model_cache_dir))
+    messages = ask("When was the Eiffel Tower completed, and how tall is it?")
+    fast = generator.generate(messages, max_new_tokens=30, temperature=0)
+    plain = exact.generate(messages, max_new_tokens=30, temperature=0)
+    assert "float32" in exact.weights_description
+    for fact in ("1889", "330"):
+        assert (fact in fast) == (fact in plain)
+    assert fast.split()[:5] == plain.split()[:5]
 
 
 def test_cache_key_follows_the_file(tmp_path: Path) -> None:

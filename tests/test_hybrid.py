@@ -84,6 +84,62 @@ def test_hybrid_fills_k_from_dense_when_bm25_finds_few(store: DocumentStore, emb
     assert len({h.source for h in hits}) == len(DOCS)
 
 
+def test_bm25_matches_other_forms_of_a_word(store: DocumentStore, embedder) -> None:
+    write_docs(store, embedder, DOCS)
+    # Stems: "purchased" ~ "purchase", "flashing lights" ~ "the light flashes", "removed" ~ "remove".
+    assert top_sources(store, embedder, "purchased", "bm25") == ["warranty.txt"]
+    assert top_sources(store, embedder, "flashing lights", "bm25") == ["pairing.txt"]
+    assert top_sources(store, embedder, "batteries removed", "bm25") == ["recycling.txt"]
+
+
+def test_query_of_stop_words_only(store: DocumentStore, embedder) -> None:
+    write_docs(store, embedder, DOCS)
+    query = "is it not there?"
+    vector = embedder.embed_query(query)
+    assert store.search(query, vector, k=3, mode="bm25") == []
+    assert len(store.search(query, vector, k=3, mode="hybrid")) == 3  # dense alone fills it
+
+
+def create_schema_1_collection(store: DocumentStore, client) -> None:
+    """A collection as the first release made it: BM25 read the text field itself."""
+    from pymilvus import DataType, Function, FunctionType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(store._metadata()))
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=store.embedder.dimension)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_function(
+        Function("text_bm25", FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"])
+    )
+    schema.add_field("source", DataType.VARCHAR, max_length=2048)
+    schema.add_field("title", DataType.VARCHAR, max_length=1024)
+    for name in ("page", "chunk_index", "chunk_count", "doc_pages", "doc_bytes", "added_at"):
+        schema.add_field(name, DataType.INT64)
+    schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+    index_params = client.prepare_index_params()
+    index_params.add_index("vector", **store._dense_index())
+    index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={})
+    client.create_collection(store.name, schema=schema, index_params=index_params, properties=store._metadata())
+
+
+def test_collection_of_schema_1_keeps_working(settings, embedder) -> None:
+    store = DocumentStore(settings, embedder)
+    client = store.connect()
+    try:
+        create_schema_1_collection(store, client)
+    finally:
+        client.close()
+    old = DocumentStore(settings, embedder).open()
+    try:
+        assert old.hybrid_available and not old.keyword_field
+        write_docs(old, embedder, DOCS)
+        assert top_sources(old, embedder, CODE_QUERY, "bm25") == ["firmware.txt"]  # raw words, no stems
+        assert top_sources(old, embedder, CODE_QUERY, "hybrid")[0] == "firmware.txt"
+    finally:
+        old.close()
+
+
 def test_hybrid_falls_back_to_dense_without_bm25_field(settings, embedder, monkeypatch) -> None:
     monkeypatch.setattr(rag.store, "_supports_bm25", lambda version: False)
     store = DocumentStore(settings, embedder).open()
