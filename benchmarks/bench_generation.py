@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.report import write_keeping_notes
 from rag.config import Settings, bundled_embedding_model
 from rag.generation import TransformersGenerator, converted_copy_exists, gguf_cache_dir
 
@@ -241,8 +242,7 @@ def main() -> None:
 
     text = report(figures, args)
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_keeping_notes(args.output, text)
 
 
 if __name__ == "__main__":

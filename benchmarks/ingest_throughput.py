@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 import rag.pipeline
+from benchmarks.report import write_keeping_notes
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import load_document
@@ -247,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     command += f" --pages {args.pages}" if args.pages else ""
     text = render(run(args.pdf, args.pages), command)
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_keeping_notes(args.output, text)
     print(f"written to {args.output}", file=sys.stderr)
     return 0
 

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.report import write_keeping_notes
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.local_server import LocalServer
@@ -235,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     text = markdown(results, setup)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_keeping_notes(args.output, text)
     print(text)
     return 0 if all(r.errors == 0 and r.mismatches == 0 for r in results) else 1
 

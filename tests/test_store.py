@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.config import Settings
+from rag.config import Settings, bundled_embedding_model
 from rag.embedding import Embedder
 from rag.records import Chunk
 from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, quote
@@ -204,6 +204,14 @@ def test_collection_made_with_another_model_is_refused_with_advice(
     assert "RAG_EMBEDDING_MODEL" in message
     with pytest.raises(EmbeddingModelMismatchError):
         other.open()  # a second try checks again instead of handing out the unusable store
+
+
+def test_the_bundled_folder_named_by_path_is_the_same_model(settings: Settings, embedder: Embedder) -> None:
+    DocumentStore(settings, embedder).open().close()
+    by_path = settings.model_copy(update={"embedding_model": bundled_embedding_model()})
+    assert by_path.embedding_model_name == settings.embedding_model_name
+    reopened = DocumentStore(by_path, Embedder(by_path)).open()  # no mismatch error
+    reopened.close()
 
 
 def test_reset_reindexes_a_collection_made_with_another_model(

@@ -384,6 +384,7 @@ def run_beir(
             dataset, settings, embedder, store, cache_dir=cache_dir, whole_documents=whole_documents
         )
         report.settings["hybrid_available"] = store.hybrid_available
+        report.settings["bm25_input"] = "stemmed keywords" if store.keyword_field else "raw text"
         if report.seconds.pop("embed_cached", 0.0):
             report.notes.append("chunk vectors read from the cache: seconds.embed is not the embedding time")
         started = time.perf_counter()
