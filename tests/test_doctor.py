@@ -48,7 +48,7 @@ def test_healthy_store(settings: Settings, embedder, doc_store: DocumentStore, t
     assert "milvus_lite" in text and "built-in BM25: yes" in text
     for line in ("vector: FLOAT_VECTOR(dim=384)", "id: VARCHAR(max_length=64) [primary key]", "doc_hash: VARCHAR"):
         assert line in text
-    assert "function text_bm25: BM25 ['text'] -> ['sparse']" in text
+    assert "function keywords_bm25: BM25 ['keywords'] -> ['sparse']" in text
     assert "vector: HNSW COSINE" in text and "sparse: SPARSE_INVERTED_INDEX BM25" in text
     assert "search:      hybrid (dense + BM25)" in text
     assert "recorded 'sentence-transformers/all-MiniLM-L6-v2' (384 dims)" in text and ": matches" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,12 +239,22 @@ def test_a_chunk_size_the_model_cannot_read_fails_before_reset(
     assert len(json.loads(command("--list", "--json")[1])) == 1  # nothing was dropped
 
 
+def link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows it (no space, no time), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def test_another_embedding_model_is_refused_until_reset(
     tmp_path: Path, command, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "a.txt").write_text(WHALES)
     command("a.txt")
-    monkeypatch.setenv("RAG_EMBEDDING_MODEL", bundled_embedding_model())  # recorded under another name
+    # A copy of the model in another folder is another model as far as names go.
+    shutil.copytree(bundled_embedding_model(), tmp_path / "minilm-copy", copy_function=link_or_copy)
+    monkeypatch.setenv("RAG_EMBEDDING_MODEL", str(tmp_path / "minilm-copy"))
 
     status, _, err = command("--list")
 
