@@ -127,6 +127,8 @@ def test_bundled_model_decodes_on_its_own_4bit_weights(generator: TransformersGe
 @pytest.mark.slow
 def test_4bit_decoding_answers_like_float32(generator: TransformersGenerator) -> None:
     """Same weights, bfloat16 activations: the answer keeps its facts and starts the same."""
+    if "4-bit" not in generator.weights_description:
+        pytest.skip("the 4-bit path is not in use on this machine")
     exact = TransformersGenerator(Settings(llm_quantize="none", model_cache_dir=generator.settings.model_cache_dir))
     messages = ask("When was the Eiffel Tower completed, and how tall is it?")
     fast = generator.generate(messages, max_new_tokens=30, temperature=0)
