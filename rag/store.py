@@ -251,11 +251,7 @@ class DocumentStore:
                     output_field_names=["sparse"],
                 )
             )
-        schema.add_field("source", DataType.VARCHAR, max_length=2048)
-        schema.add_field("title", DataType.VARCHAR, max_length=1024)
-        for name in ("page", "chunk_index", "chunk_count", "doc_pages", "doc_bytes", "added_at"):
-            schema.add_field(name, DataType.INT64)
-        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+        add_provenance_fields(schema)
         index_params = client.prepare_index_params()
         index_params.add_index("vector", **self._dense_index())
         if with_bm25:
@@ -570,6 +566,15 @@ class DocumentStore:
         if s.hybrid_ranker == "weighted":
             return WeightedRanker(s.hybrid_dense_weight, 1 - s.hybrid_dense_weight)
         return RRFRanker(s.rrf_k)
+
+
+def add_provenance_fields(schema: Any) -> None:
+    """The fields that say where a chunk comes from (the same in every schema version)."""
+    schema.add_field("source", DataType.VARCHAR, max_length=2048)
+    schema.add_field("title", DataType.VARCHAR, max_length=1024)
+    for name in ("page", "chunk_index", "chunk_count", "doc_pages", "doc_bytes", "added_at"):
+        schema.add_field(name, DataType.INT64)
+    schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
 
 
 def _is_connection_error(exc: MilvusException) -> bool:

@@ -112,11 +112,7 @@ def create_schema_1_collection(store: DocumentStore, client) -> None:
     schema.add_function(
         Function("text_bm25", FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"])
     )
-    schema.add_field("source", DataType.VARCHAR, max_length=2048)
-    schema.add_field("title", DataType.VARCHAR, max_length=1024)
-    for name in ("page", "chunk_index", "chunk_count", "doc_pages", "doc_bytes", "added_at"):
-        schema.add_field(name, DataType.INT64)
-    schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+    rag.store.add_provenance_fields(schema)
     index_params = client.prepare_index_params()
     index_params.add_index("vector", **store._dense_index())
     index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={})
