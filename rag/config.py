@@ -44,9 +44,12 @@ def bundled_embedding_model() -> str:
 
 def _is_bundled_folder(value: str) -> bool:
     """Whether a configured model path is the bundled model's folder (the same model by another name)."""
-    folder = _package_dir(BUNDLED_EMBEDDING_PACKAGE)
+    try:
+        bundled = Path(bundled_embedding_model())
+    except RuntimeError:  # the package is not installed
+        return False
     path = Path(value).expanduser()
-    return folder is not None and path.is_dir() and path.resolve() == (folder / "model").resolve()
+    return path.is_dir() and path.resolve() == bundled.resolve()
 
 
 def bundled_llm_model() -> str:

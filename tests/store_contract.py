@@ -204,24 +204,38 @@ TOPICS = {
 }
 
 
-def make_document(source: str, texts: Sequence[str], version: str = "v1") -> list[Chunk]:
-    """Chunks of one document version, as the chunker would make them."""
-    content_hash = hashlib.sha256(f"{source}:{version}:{len(texts)}".encode()).hexdigest()
+def make_document(
+    source: str,
+    texts: Sequence[str],
+    version: str = "v1",
+    *,
+    content_hash: str | None = None,
+    page: int | None = None,
+) -> list[Chunk]:
+    """Chunks of one document version, as the chunker would make them: two chunks a page, or
+    all on ``page``; the content hash follows source and version unless given."""
+    content_hash = content_hash or hashlib.sha256(f"{source}:{version}:{len(texts)}".encode()).hexdigest()
     return [
         Chunk(
             id=chunk_id(source, content_hash, index),
             text=text,
             source=source,
             title=Path(source).name,
-            page=index // 2 + 1,
+            page=index // 2 + 1 if page is None else page,
             index=index,
             count=len(texts),
             content_hash=content_hash,
-            doc_pages=(len(texts) + 1) // 2,
+            doc_pages=(len(texts) + 1) // 2 if page is None else 1,
             doc_bytes=sum(len(t) for t in texts),
         )
         for index, text in enumerate(texts)
     ]
+
+
+def rows_of(store: DocumentStore, source: str) -> list[dict]:
+    """The stored rows of one source: id, version, position and when they were added."""
+    fields = ["id", "doc_hash", "chunk_index", "chunk_count", "added_at"]
+    return store.client.query(store.name, filter=f"source == {quote(source)}", output_fields=fields, limit=16_384)
 
 
 def vectors_for(embedder: Embedder, chunks: Sequence[Chunk]) -> np.ndarray:
@@ -282,6 +296,10 @@ class StoreContract:
     def write(self, store: DocumentStore, embedder: Embedder, chunks: list[Chunk]) -> list[Chunk]:
         store.write(chunks, vectors_for(embedder, chunks))
         return chunks
+
+    def write_topics(self, store: DocumentStore, embedder: Embedder, folder: str = "") -> None:
+        for name, texts in TOPICS.items():
+            self.write(store, embedder, make_document(f"{folder}{name}.md", texts))
 
     # Collection ------------------------------------------------------------------------
 
@@ -371,8 +389,7 @@ class StoreContract:
 
     def test_list_documents_counts(self, open_store, embedder):
         store = open_store()
-        for name in TOPICS:
-            self.write(store, embedder, make_document(f"docs/{name}.md", TOPICS[name]))
+        self.write_topics(store, embedder, "docs/")
         documents = {d.source: d for d in store.list_documents()}
         assert set(documents) == {f"docs/{name}.md" for name in TOPICS}
         for name, texts in TOPICS.items():
@@ -387,8 +404,7 @@ class StoreContract:
 
     def test_dense_search_with_source_filter(self, open_store, embedder):
         store = open_store()
-        for name in TOPICS:
-            self.write(store, embedder, make_document(f"{name}.md", TOPICS[name]))
+        self.write_topics(store, embedder)
         question = "When did the volcano erupt?"
         vector = embedder.embed_query(question)
         hits = store.search(question, vector, k=3, mode="dense")
@@ -403,8 +419,7 @@ class StoreContract:
 
     def test_hybrid_search_or_its_dense_fallback(self, open_store, embedder):
         store = open_store()
-        for name in TOPICS:
-            self.write(store, embedder, make_document(f"{name}.md", TOPICS[name]))
+        self.write_topics(store, embedder)
         question = "Sicilian Defence"
         vector = embedder.embed_query(question)
         hybrid = store.search(question, vector, k=2, mode="hybrid")

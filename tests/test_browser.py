@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from store_contract import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -39,12 +39,6 @@ QUESTION = "What encoder does the dense passage retriever use?"
 VIEWPORT = {"width": 1280, "height": 900}
 STARTUP_S = 180
 ANSWER_S = 420  # the bundled LLM on a busy CPU
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -11,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_contract import make_document, vectors_for
 
 import rag.store
 from rag.eval.beir import BeirDataset, ingest_corpus, load_beir, search_documents
 from rag.eval.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
-from rag.records import Chunk
 from rag.store import DocumentStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,22 +37,10 @@ CODE_QUERY = "XQ-7731-B overheating"
 
 
 def write_docs(store: DocumentStore, embedder, docs: dict[str, str]) -> None:
-    vectors = embedder.encode(list(docs.values()))
-    for (source, text), vector in zip(docs.items(), vectors, strict=True):
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        chunk = Chunk(
-            id=digest[:40],
-            text=text,
-            source=source,
-            title=source,
-            page=None,
-            index=0,
-            count=1,
-            content_hash=digest,
-            doc_pages=1,
-            doc_bytes=len(text),
-        )
-        store.write([chunk], vector[None, :])
+    """One single-chunk document per entry."""
+    for source, text in docs.items():
+        chunks = make_document(source, [text])
+        store.write(chunks, vectors_for(embedder, chunks))
 
 
 def top_sources(store: DocumentStore, embedder, query: str, mode: str, k: int = 5) -> list[str]:

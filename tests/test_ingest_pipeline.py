@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter
+from store_contract import rows_of
 
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import normalise_text
 from rag.pipeline import Ingestor, Progress, collect_files
 from rag.records import FileResult, Outcome
-from rag.store import DocumentStore, quote
+from rag.store import DocumentStore
 
 WHALES = (
     "Blue whales are the largest animals known to have lived. They feed almost only on krill, "
@@ -26,15 +27,6 @@ RUST = (
     "references. Lifetimes describe how long a reference stays valid. "
 )
 BREAD = "Sourdough rises because wild yeast and lactic acid bacteria ferment the flour and water. "
-
-
-def rows_of(store: DocumentStore, source: str) -> list[dict]:
-    return store.client.query(
-        store.name,
-        filter=f"source == {quote(source)}",
-        output_fields=["id", "doc_hash", "chunk_index", "chunk_count", "added_at"],
-        limit=10_000,
-    )
 
 
 def assert_one_complete_version(store: DocumentStore, source: str, chunks: int) -> list[dict]:

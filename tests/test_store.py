@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from store_contract import make_document, rows_of
 
 from rag.config import Settings, bundled_embedding_model
 from rag.embedding import Embedder
-from rag.records import Chunk
-from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, quote
+from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError
 
 TOPICS = {
     "whales.txt": "Blue whales are the largest animals ever known; they feed on krill in cold oceans.",
@@ -21,26 +20,6 @@ TOPICS = {
 }
 
 
-def make_chunks(source: str, texts: list[str], content_hash: str = "a" * 64, page: int | None = 1) -> list[Chunk]:
-    from rag.chunking import chunk_id
-
-    return [
-        Chunk(
-            id=chunk_id(source, content_hash, i),
-            text=text,
-            source=source,
-            title=Path(source).name,
-            page=page,
-            index=i,
-            count=len(texts),
-            content_hash=content_hash,
-            doc_pages=1,
-            doc_bytes=sum(map(len, texts)),
-        )
-        for i, text in enumerate(texts)
-    ]
-
-
 @pytest.fixture(scope="module")
 def topic_vectors(embedder: Embedder) -> np.ndarray:
     return embedder.encode(list(TOPICS.values()))
@@ -48,14 +27,8 @@ def topic_vectors(embedder: Embedder) -> np.ndarray:
 
 def fill(store: DocumentStore, vectors: np.ndarray) -> None:
     """One single-chunk document per topic, written in one call."""
-    chunks = [chunk for source, text in TOPICS.items() for chunk in make_chunks(source, [text])]
+    chunks = [chunk for source, text in TOPICS.items() for chunk in make_document(source, [text], page=1)]
     store.upsert(chunks, vectors)
-
-
-def per_source(store: DocumentStore, source: str) -> list[dict]:
-    return store.client.query(
-        store.name, filter=f"source == {quote(source)}", output_fields=["doc_hash", "chunk_index"], limit=1000
-    )
 
 
 INDEXES = list(itertools.product(["FLAT", "IVF_FLAT", "HNSW"], ["COSINE", "L2", "IP"]))
@@ -104,16 +77,18 @@ def test_ivf_flat_with_l2_and_128_lists(settings: Settings, embedder: Embedder, 
 def test_new_version_replaces_the_old_one_without_stale_or_duplicate_chunks(
     store: DocumentStore, embedder: Embedder
 ) -> None:
-    old = make_chunks("doc.txt", [f"old paragraph {i} about whales" for i in range(5)], content_hash="1" * 64)
-    new = make_chunks("doc.txt", [f"new paragraph {i} about volcanoes" for i in range(3)], content_hash="2" * 64)
+    old = make_document("doc.txt", [f"old paragraph {i} about whales" for i in range(5)], content_hash="1" * 64, page=1)
+    new = make_document(
+        "doc.txt", [f"new paragraph {i} about volcanoes" for i in range(3)], content_hash="2" * 64, page=1
+    )
     store.write(old, embedder.encode([c.text for c in old]))
     store.write(old, embedder.encode([c.text for c in old]))  # the same version again: upsert, no duplicates
     assert store.version_state("doc.txt", "1" * 64) == (True, True)
-    assert len(per_source(store, "doc.txt")) == 5
+    assert len(rows_of(store, "doc.txt")) == 5
 
     store.write(new, embedder.encode([c.text for c in new]))
 
-    rows = per_source(store, "doc.txt")
+    rows = rows_of(store, "doc.txt")
     assert sorted(r["chunk_index"] for r in rows) == [0, 1, 2]
     assert {r["doc_hash"] for r in rows} == {"2" * 64}
     assert store.version_state("doc.txt", "2" * 64) == (True, True)
@@ -122,7 +97,7 @@ def test_new_version_replaces_the_old_one_without_stale_or_duplicate_chunks(
 
 
 def test_a_torn_version_is_not_complete(store: DocumentStore, embedder: Embedder) -> None:
-    chunks = make_chunks("torn.txt", ["one", "two", "three"])
+    chunks = make_document("torn.txt", ["one", "two", "three"], content_hash="a" * 64, page=1)
     store.upsert(chunks[:2], embedder.encode(["one", "two"]))  # as if killed before the last part
 
     assert store.version_state("torn.txt", "a" * 64) == (True, False)
@@ -134,8 +109,8 @@ def test_a_torn_version_is_not_complete(store: DocumentStore, embedder: Embedder
 def test_list_find_and_delete(store: DocumentStore, embedder: Embedder, topic_vectors: np.ndarray) -> None:
     fill(store, topic_vectors)
     texts = ["first part", "second part", "third part"]
-    store.write(make_chunks("a/notes.txt", texts), embedder.encode(texts))
-    store.write(make_chunks("b/notes.txt", texts[:1]), embedder.encode(texts[:1]))
+    store.write(make_document("a/notes.txt", texts, page=1), embedder.encode(texts))
+    store.write(make_document("b/notes.txt", texts[:1], page=1), embedder.encode(texts[:1]))
 
     listed = {d.source: d for d in store.list_documents()}
 
