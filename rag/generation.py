@@ -307,7 +307,7 @@ class TransformersGenerator:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from rag.q4_linear import save_q4_layout, use_q4_decoding
+        from rag.q4_linear import recover_q4_layout, save_q4_layout
 
         source = Path(converted)
         target = source.with_name(source.name + "-q4")
@@ -318,7 +318,7 @@ class TransformersGenerator:
         import torch
 
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=True)
-        layout = use_q4_decoding(model)
+        layout = recover_q4_layout(model)
         if not layout:
             (source / NOT_Q4).touch()
             return None

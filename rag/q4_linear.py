@@ -10,7 +10,7 @@ tokens at once) use a bfloat16 copy on the CPU's bfloat16 matrix units.
 
 Only layers whose weights are exactly such blocks are replaced; any other model is left alone.
 
-    >>> layout = use_q4_decoding(float32_model)  # recover once, then keep it:
+    >>> layout = recover_q4_layout(float32_model)  # once, then keep it:
     >>> save_q4_layout(layout, folder / "q4_layout.safetensors")
     >>> load_q4_layout(bfloat16_model, folder / "q4_layout.safetensors")  # later loads
 """
@@ -91,39 +91,25 @@ def _q4_candidates(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.L
                 yield f"{parent_name}.{name}".lstrip("."), parent, name, child
 
 
-def use_q4_decoding(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Swap exact-Q4 linear layers of a float32 model for ``Q4DecodeLinear``, in place.
+def recover_q4_layout(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The 4-bit layout of every exact-Q4 linear layer of a float32 model (two levels per byte).
 
-    The recovery must see the de-quantized float32 values unrounded. Returns the recovered
-    layout, for ``save_q4_layout``; it is empty when no layer is exact Q4.
+    The recovery must see the de-quantized float32 values unrounded; the result is empty when
+    no layer is exact Q4.
     """
     layout: dict[str, torch.Tensor] = {}
-    for full_name, parent, name, child in _q4_candidates(model):
+    for full_name, _, _, child in _q4_candidates(model):
         blocks = q4_blocks(child.weight)
-        if blocks is None:
-            continue
-        levels, scales, low = blocks
-        setattr(parent, name, Q4DecodeLinear(child.weight, levels, scales, low))
-        layout[f"{full_name}.levels"] = (levels[:, 0::2] | (levels[:, 1::2] << 4)).to(torch.uint8)
-        layout[f"{full_name}.scales"] = scales
-        layout[f"{full_name}.low"] = low
-    if layout:
-        logger.info("4-bit CPU decoding for %d linear layers", len(layout) // 3)
+        if blocks is not None:
+            levels, scales, low = blocks
+            layout[f"{full_name}.levels"] = (levels[:, 0::2] | (levels[:, 1::2] << 4)).to(torch.uint8)
+            layout[f"{full_name}.scales"] = scales
+            layout[f"{full_name}.low"] = low
     return layout
 
 
-def save_q4_layout(layout: dict[str, torch.Tensor], path: Path) -> None:
-    """Keep the recovered 4-bit layout (two levels per byte) next to a bfloat16 copy of the model."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in layout.items()}, str(path))
-
-
-def load_q4_layout(model: nn.Module, path: Path) -> int:
-    """Swap the layers named in a saved layout for ``Q4DecodeLinear``; returns how many."""
-    from safetensors.torch import load_file
-
-    layout = load_file(str(path))
+def apply_q4_layout(model: nn.Module, layout: dict[str, torch.Tensor]) -> int:
+    """Swap the layers named in ``layout`` for ``Q4DecodeLinear``, in place; returns how many."""
     swapped = 0
     for full_name, parent, name, child in _q4_candidates(model):
         packed = layout.get(f"{full_name}.levels")
@@ -133,4 +119,20 @@ def load_q4_layout(model: nn.Module, path: Path) -> int:
         scales, low = layout[f"{full_name}.scales"], layout[f"{full_name}.low"]
         setattr(parent, name, Q4DecodeLinear(child.weight, levels, scales, low))
         swapped += 1
+    if swapped:
+        logger.info("4-bit CPU decoding for %d linear layers", swapped)
     return swapped
+
+
+def save_q4_layout(layout: dict[str, torch.Tensor], path: Path) -> None:
+    """Keep the recovered 4-bit layout next to a bfloat16 copy of the model."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in layout.items()}, str(path))
+
+
+def load_q4_layout(model: nn.Module, path: Path) -> int:
+    """Swap the layers named in a saved layout for ``Q4DecodeLinear``; returns how many."""
+    from safetensors.torch import load_file
+
+    return apply_q4_layout(model, load_file(str(path)))

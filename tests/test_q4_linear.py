@@ -11,11 +11,12 @@ from torch import nn
 from rag.q4_linear import (
     GROUP,
     Q4DecodeLinear,
+    apply_q4_layout,
     cpu_has_bf16,
     load_q4_layout,
     q4_blocks,
+    recover_q4_layout,
     save_q4_layout,
-    use_q4_decoding,
 )
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 units")
@@ -76,7 +77,8 @@ def test_layer_matches_float32_for_one_token_and_for_many() -> None:
 def test_only_q4_layers_are_swapped_and_the_layout_reloads(tmp_path: Path) -> None:
     model = TwoLayers(q4_1_weight(64, 128), torch.randn(32, 64))
     x = torch.randn(1, 1, 128)
-    layout = use_q4_decoding(model)
+    layout = recover_q4_layout(model)
+    apply_q4_layout(model, layout)
     assert isinstance(model.up, Q4DecodeLinear) and type(model.down) is nn.Linear
     expected = model(x)
 
@@ -89,5 +91,7 @@ def test_only_q4_layers_are_swapped_and_the_layout_reloads(tmp_path: Path) -> No
 
 def test_a_model_without_q4_weights_is_left_alone() -> None:
     model = TwoLayers(torch.randn(64, 128), torch.randn(32, 64))
-    assert use_q4_decoding(model) == {}
+    layout = recover_q4_layout(model)
+    apply_q4_layout(model, layout)
+    assert layout == {}
     assert type(model.up) is nn.Linear and type(model.down) is nn.Linear
