@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from store_contract import make_document, vectors_for
 
@@ -254,3 +255,43 @@ def test_eval_command_writes_json_report(tmp_path: Path) -> None:
             assert 0.0 <= scores[name] <= 1.0
         assert scores["recall@100"] == 1.0  # six documents, all retrieved
     assert {"chunk", "embed", "store"} <= set(report["seconds"])
+
+
+# Reranking ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder folder made from the bundled MiniLM with a seeded, untrained scoring head.
+
+    No trained cross-encoder ships with the product (nor can one be downloaded here); the test
+    checks that the configured model decides the order, not how good that order is.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rag.config import bundled_embedding_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    CrossEncoder(bundled_embedding_model(), num_labels=1).save_pretrained(str(folder))
+    return folder
+
+
+def test_reranking_orders_the_top_n_by_the_cross_encoder(settings, embedder, store, cross_encoder_folder) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from rag.retrieval import Retriever
+
+    write_docs(store, embedder, DOCS)
+    query = "What should I do when the device gets hot?"
+    plain = Retriever(settings, embedder, store).retrieve(query, k=10, threshold=-1)
+    reranking = settings.model_copy(update={"reranker_model": str(cross_encoder_folder), "rerank_top_n": 10})
+    reranked = Retriever(reranking, embedder, store).retrieve(query, k=3, threshold=-1)
+
+    scores = CrossEncoder(str(cross_encoder_folder)).predict([(query, h.text) for h in plain.closest])
+    expected = [plain.closest[int(i)].source for i in np.argsort(-scores)[:3]]
+    assert [h.source for h in reranked.closest] == expected
+    assert expected != [h.source for h in plain.closest[:3]]  # the cross-encoder, not the search, decided
+    cosine = {h.source: h.score for h in plain.closest}
+    assert all(h.score == pytest.approx(cosine[h.source]) for h in reranked.closest)  # one threshold scale
