@@ -215,3 +215,36 @@ def test_store_as_langchain_vectorstore(library: Retriever) -> None:
     documents = vectorstore.as_retriever(search_kwargs=kwargs).invoke("How deep is the crater lake?")
     assert documents[0].metadata["title"] == "volcano.txt"
     assert documents[0].metadata["page"] == -1  # text files have no page; the product maps -1 to None
+
+
+@pytest.mark.slow
+def test_pubmedqa_command_on_a_small_real_subset(tmp_path: Path) -> None:
+    """The evaluation command end to end on four real PubMedQA entries: ingest, ask two, score."""
+    shared = ROOT.parent / "shared" / "data" / "pubmedqa"
+    if not (shared / "ori_pqal.json").is_file():
+        pytest.skip("../shared/data/pubmedqa is not here")
+    entries = json.loads((shared / "ori_pqal.json").read_text())
+    truth = json.loads((shared / "test_ground_truth.json").read_text())
+    ids = list(truth)[:4]
+    folder = tmp_path / "pubmedqa"
+    folder.mkdir()
+    (folder / "ori_pqal.json").write_text(json.dumps({i: entries[i] for i in ids}))
+    (folder / "test_ground_truth.json").write_text(json.dumps({i: truth[i] for i in ids}))
+    out = tmp_path / "out.json"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rag.eval", "pubmedqa", str(folder), "--limit", "2", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_MAX_NEW_TOKENS": "48"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert (report["questions"], report["abstracts"], len(report["rows"])) == (2, 4, 2)
+    assert report["retrieval_hit_rate"] == 1.0  # each question finds its own abstract among four
+    for key in ("decision_accuracy", "rouge_l", "token_f1", "grounded_sentence_share"):
+        assert 0.0 <= report[key] <= 1.0
+    assert "retrieval_hit_rate" in done.stdout
