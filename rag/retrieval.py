@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -101,6 +102,14 @@ def join_overlapping(first: str, second: str, longest: int = 600) -> str:
     return f"{first} {second}"
 
 
+@lru_cache(maxsize=2)
+def load_cross_encoder(name: str) -> Any:
+    """One cross-encoder per process and name: the app makes a ``Retriever`` per question."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(name)
+
+
 class Retriever:
     """Top-k passages for a question.
 
@@ -113,7 +122,6 @@ class Retriever:
         self.settings = settings
         self.embedder = embedder
         self.store = store
-        self._reranker: Any = None
 
     def default_mode(self) -> SearchMode:
         return "hybrid" if self.settings.hybrid and self.store.hybrid_available else "dense"
@@ -145,11 +153,8 @@ class Retriever:
         """Order candidates with the configured cross-encoder (scores stay cosine for the threshold)."""
         if not hits:
             return hits
-        if self._reranker is None:
-            from sentence_transformers import CrossEncoder
-
-            self._reranker = CrossEncoder(self.settings.reranker_model)
-        scores = self._reranker.predict([(query, h.text) for h in hits], show_progress_bar=False)
+        model = load_cross_encoder(self.settings.reranker_model)
+        scores = model.predict([(query, h.text) for h in hits], show_progress_bar=False)
         order = sorted(range(len(hits)), key=lambda i: -float(scores[i]))
         return [hits[i] for i in order]
 
