@@ -139,6 +139,17 @@ def test_4bit_decoding_answers_like_float32(generator: TransformersGenerator) ->
     assert fast.split()[:5] == plain.split()[:5]
 
 
+@pytest.mark.slow
+def test_a_local_model_folder_with_a_chosen_dtype(generator: TransformersGenerator) -> None:
+    """RAG_LLM_MODEL may name any transformers folder; here the converted copy, with an explicit dtype."""
+    assert generator.cache_path is not None
+    folder = TransformersGenerator(Settings(llm_model=str(generator.cache_path), llm_dtype="float32"))
+    folder.load()
+    assert folder.cache_path is None  # not a GGUF file: nothing converted, no 4-bit path
+    assert folder.weights_description == "float32"
+    assert "330" in folder.generate(ask("How tall is the Eiffel Tower?"), max_new_tokens=30, temperature=0)
+
+
 def test_cache_key_follows_the_file(tmp_path: Path) -> None:
     model = tmp_path / "tiny.gguf"
     model.write_bytes(b"GGUF")
