@@ -54,6 +54,27 @@ class Source:
 
 
 @dataclass
+class Evidence:
+    """A sentence of a source, quoted word for word, that supports a sentence of the answer."""
+
+    n: int  # the source's number in the answer
+    source: str
+    page: int | None
+    text: str  # the source's own sentence(s), verbatim
+
+
+@dataclass
+class KeySentence:
+    """The one sentence of the retrieved passages that best answers the question, verbatim."""
+
+    text: str
+    source: str
+    page: int | None
+    n: int  # the number of the passage it comes from
+    score: float
+
+
+@dataclass
 class SentenceCheck:
     """One sentence of the answer and whether a given passage supports it."""
 
@@ -62,6 +83,8 @@ class SentenceCheck:
     similarity: float
     citations: list[int] = field(default_factory=list)
     inferred: bool = False  # the citation was added because the model gave none
+    reason: str | None = None  # why it is unsupported, e.g. "2.0% is not in source [1]"
+    evidence: list[Evidence] = field(default_factory=list)  # for a supported sentence
 
 
 @dataclass
@@ -72,6 +95,7 @@ class Answer:
     sentences: list[SentenceCheck] = field(default_factory=list)
     question: str = ""
     query: str = ""
+    key_sentence: KeySentence | None = None
 
     @property
     def grounded_share(self) -> float:
@@ -90,6 +114,9 @@ class Answer:
                 for s in self.sources
             ],
             "sentences": [asdict(s) for s in self.sentences],
+            "key_sentence": (
+                {"text": k.text, "source": k.source, "page": k.page} if (k := self.key_sentence) else None
+            ),
         }
 
 
