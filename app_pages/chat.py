@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.shared import escape, get_generator, open_store
-from rag.answering import Answer, AnswerPipeline
-from rag.retrieval import Retriever
+from app_pages.render import answer_html, key_sentence_html, plain_html, sources_html
+from app_pages.shared import get_generator, open_store
+from rag.answering import Answer
 
 opened = open_store()
 if opened is None:
@@ -56,28 +56,28 @@ def show_sources(answer: Answer) -> None:
         return
     title = "Closest passages (none relevant enough)" if answer.refused else f"Sources ({len(answer.sources)})"
     with st.expander(title, expanded=False):
-        for source in answer.sources:
-            cited = " · cited" if source.cited else ""
-            st.markdown(f"**[{source.n}] {escape(source.label())}** — relevance {source.score:.2f}{cited}")
-            if source.source != source.title:  # a path, not just the file name shown above
-                st.caption(escape(source.source))
-            st.markdown(f"> {escape(source.text)}")
+        st.html(sources_html(answer))
 
 
 def show_grounding(answer: Answer) -> None:
-    unsupported = [s for s in answer.sentences if not s.supported]
+    """A one-line summary; the unsupported sentences themselves are marked in the answer."""
     if answer.refused or not answer.sentences:
         return
+    unsupported = sum(not s.supported for s in answer.sentences)
     if not unsupported:
         st.caption(":material/verified: Every sentence is supported by a cited passage.")
-        return
-    with st.expander(f":material/warning: {len(unsupported)} of {len(answer.sentences)} sentences not supported"):
-        for sentence in unsupported:
-            st.markdown(f"- {escape(sentence.text)} _(best match {sentence.similarity:.2f})_")
+    else:
+        st.caption(
+            f":material/warning: {unsupported} of {len(answer.sentences)} sentences not supported "
+            "by the cited passages: marked in the answer, with the reason."
+        )
 
 
 def show_answer(answer: Answer) -> None:
-    st.markdown(escape(answer.text))
+    """The source's own words first, then the generated answer with its marks, then the passages."""
+    if answer.key_sentence is not None and not answer.refused:
+        st.html(key_sentence_html(answer.key_sentence, answer.sources))
+    st.html(answer_html(answer))
     show_grounding(answer)
     show_sources(answer)
 
@@ -87,18 +87,18 @@ for message in st.session_state.messages:
         if message["role"] == "assistant":
             show_answer(message["answer"])
         else:
-            st.markdown(escape(message["content"]))
+            st.html(plain_html(message["content"], "rag-question"))
 
 question = st.chat_input("Ask a question about your documents", disabled=not documents)
 if question:
     history = [m["content"] for m in st.session_state.messages if m["role"] == "user"]
     st.session_state.messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(escape(question))
+        st.html(plain_html(question, "rag-question"))
     with st.chat_message("assistant"):
         try:
-            generator = get_generator(services)
-            pipeline = AnswerPipeline(settings, Retriever(settings, services.embedder, store), generator)
+            get_generator(services)  # loads the model once per process, with a spinner the first time
+            pipeline = services.answer_pipeline()
             with st.spinner("Searching your documents…"):
                 stream = pipeline.stream(
                     question,
@@ -111,8 +111,8 @@ if question:
                     temperature=temperature,
                 )
             placeholder = st.empty()
-            with placeholder.container():
-                st.write_stream(escape(piece) for piece in stream)
+            for _ in stream:  # the text so far, as literal text, while it streams
+                placeholder.html(plain_html(stream.streamed_text, "rag-answer rag-streaming"))
             answer = stream.answer()
             placeholder.empty()
             show_answer(answer)
