@@ -9,8 +9,8 @@ import pytest
 
 from rag.config import Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PDFS = SHARED_DATA / "pdfs"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+PDFS = TEST_DATA / "pdfs"
 
 
 @pytest.fixture()
@@ -62,9 +62,7 @@ def ingestor(settings: Settings, embedder, store):
 
 @pytest.fixture()
 def pdfs() -> Path:
-    """The shared real PDFs; tests that use them skip when the shared data is absent."""
-    if not PDFS.is_dir():
-        pytest.skip(f"shared test PDFs not found at {PDFS}")
+    """The small real PDFs committed in tests/data/pdfs (source and licence in tests/data/README.md)."""
     return PDFS
 
 

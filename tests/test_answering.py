@@ -219,17 +219,11 @@ def test_store_as_langchain_vectorstore(library: Retriever) -> None:
 
 @pytest.mark.slow
 def test_pubmedqa_command_on_a_small_real_subset(tmp_path: Path) -> None:
-    """The evaluation command end to end on four real PubMedQA entries: ingest, ask two, score."""
-    shared = ROOT.parent / "shared" / "data" / "pubmedqa"
-    if not (shared / "ori_pqal.json").is_file():
-        pytest.skip("../shared/data/pubmedqa is not here")
-    entries = json.loads((shared / "ori_pqal.json").read_text())
-    truth = json.loads((shared / "test_ground_truth.json").read_text())
-    ids = list(truth)[:4]
-    folder = tmp_path / "pubmedqa"
-    folder.mkdir()
-    (folder / "ori_pqal.json").write_text(json.dumps({i: entries[i] for i in ids}))
-    (folder / "test_ground_truth.json").write_text(json.dumps({i: truth[i] for i in ids}))
+    """The evaluation command end to end on four real PubMedQA entries: ingest, ask two, score.
+
+    The entries are committed in tests/data/pubmedqa (MIT licence, see tests/data/README.md).
+    """
+    folder = ROOT / "tests" / "data" / "pubmedqa"
     out = tmp_path / "out.json"
 
     done = subprocess.run(
