@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "rag-chat" / "models",
         description="Converted copies of GGUF models, so later loads skip de-quantizing.",
     )
+    loop_guard: bool = Field(True, description="Stop a generation that loops, and trim the repeats.")
+    copy_numbers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Let the model write only numbers found in the sources; auto: the default measured "
+        "on the factual QA dev set (benchmarks/results/factual_qa.md).",
+    )
     grounding_threshold: float = Field(
         0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported."
     )

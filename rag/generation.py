@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPETITION_PENALTY = 1.1  # tiny models loop on retrieved text without it
+LOOP_HOLDBACK_CHARS = 80  # streamed text kept back while a loop could still be forming, so it can be trimmed
+COPY_NUMBERS_AUTO = False  # what RAG_COPY_NUMBERS=auto means; see benchmarks/results/factual_qa.md
 MIN_NEW_TOKENS = 16  # room always left for an answer when a prompt overflows the window
 DEFAULT_CONTEXT = 2048  # when neither the config nor the tokenizer states a window
 MAX_CONTEXT = 32_768  # beyond this a CPU prefill takes minutes; callers trim long before
@@ -65,6 +68,7 @@ class Generator(Protocol):
         *,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
+        sources: Sequence[str] | None = None,
     ) -> Iterator[str]: ...
 
     def generate(
@@ -74,6 +78,21 @@ class Generator(Protocol):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
     ) -> str: ...
+
+
+@dataclass
+class DecodeReport:
+    """What the decoding guards did while writing one answer (for logs and benchmarks)."""
+
+    loop_stopped: bool = False
+    trimmed_chars: int = 0
+    copy_numbers: bool = False
+    number_interventions: int = 0  # steps where the model's first choice was a figure not in the sources
+
+
+def copy_numbers_enabled(settings: Settings) -> bool:
+    """``RAG_COPY_NUMBERS``: on, off, or auto (the measured default, ``COPY_NUMBERS_AUTO``)."""
+    return {"on": True, "off": False}.get(settings.copy_numbers, COPY_NUMBERS_AUTO)
 
 
 # Device, dtype and cache helpers ------------------------------------------------------------
@@ -235,6 +254,8 @@ class TransformersGenerator:
         self._decode_lock = threading.Lock()
         self._decode_threads: int | None = None  # None: torch's own count
         self.weights_description = ""  # how the weights run, for logs and benchmarks
+        self.last_decode: DecodeReport | None = None  # what the guards did in the latest answer
+        self._token_texts: list[str] | None = None  # each vocabulary id decoded, for the number filter
 
     # Loading ------------------------------------------------------------------------------
 
@@ -398,14 +419,24 @@ class TransformersGenerator:
         *,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
+        sources: Sequence[str] | None = None,
     ) -> Iterator[str]:
-        """Yield answer text as it is decoded; stopping early stops the decoding thread too."""
+        """Yield answer text as it is decoded; stopping early stops the decoding thread too.
+
+        With ``settings.loop_guard`` a loop ends decoding and its repeats are trimmed: the last
+        ``LOOP_HOLDBACK_CHARS`` characters are yielded only once decoding ends. With ``sources``
+        and copy-constrained numbers on, the answer may only write numbers found in ``sources``
+        or in the user's messages.
+        """
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        from rag.decoding import LoopStop, NumberCopyProcessor, source_numbers
 
         model, tokenizer = self._require()
         inputs = self._fit(self._encode(messages), max_new_tokens or self.settings.max_new_tokens)
         new_tokens = inputs.pop("max_new_tokens")
+        prompt_length = int(inputs["input_ids"].shape[-1])
         temperature = self.settings.temperature if temperature is None else temperature
         stop = threading.Event()
 
@@ -414,6 +445,13 @@ class TransformersGenerator:
                 done = stop.is_set()
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
+        guard = LoopStop(prompt_length) if self.settings.loop_guard else None
+        numbers = None
+        if sources is not None and copy_numbers_enabled(self.settings):
+            user_text = [m["content"] for m in messages if m["role"] == "user"]
+            numbers = NumberCopyProcessor(
+                tokenizer, self._vocabulary_texts(), source_numbers([*sources, *user_text]), prompt_length, len(sources)
+            )
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs: dict[str, Any] = {
             **{k: v.to(self._device) for k, v in inputs.items()},
@@ -421,7 +459,8 @@ class TransformersGenerator:
             "repetition_penalty": REPETITION_PENALTY,
             "pad_token_id": tokenizer.pad_token_id,
             "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([_StopFlag()]),
+            "stopping_criteria": StoppingCriteriaList([_StopFlag(), *([guard] if guard else [])]),
+            "logits_processor": LogitsProcessorList([numbers] if numbers else []),
         }
         if self._device is not None and self._device.type == "cpu":
             # A preallocated cache: the default one copies the whole cache for every new token,
@@ -443,15 +482,42 @@ class TransformersGenerator:
 
         thread = threading.Thread(target=run, name="llm-generate", daemon=True)
         thread.start()
+        holdback = LOOP_HOLDBACK_CHARS if guard is not None else 0
+        text, sent = "", 0
         try:
             for piece in streamer:
-                if piece:
-                    yield piece
+                text += piece
+                if len(text) - holdback > sent:
+                    yield text[sent : len(text) - holdback]
+                    sent = len(text) - holdback
         finally:
             stop.set()  # a consumer that stopped early: end decoding at the next token
             thread.join()
         if errors:
             raise errors[0]
+        report = DecodeReport(copy_numbers=numbers is not None)
+        if numbers is not None:
+            report.number_interventions = numbers.interventions
+        final = text
+        if guard is not None and guard.loop is not None:
+            kept = tokenizer.decode(guard.generated[: guard.loop.keep], skip_special_tokens=True)
+            final = (kept if text.startswith(kept) else text[: len(kept)]).rstrip()
+            if len(final) < sent:  # a loop longer than the holdback: part of it was already shown
+                final = text[:sent]
+            report.loop_stopped, report.trimmed_chars = True, len(text) - len(final)
+            logger.info(
+                "Stopped a loop (unit of %d tokens); trimmed %d characters", guard.loop.period, len(text) - len(final)
+            )
+        self.last_decode = report
+        if len(final) > sent:
+            yield final[sent:]
+
+    def _vocabulary_texts(self) -> list[str]:
+        """Every token id decoded on its own (once): what the number filter checks."""
+        _, tokenizer = self._require()
+        if self._token_texts is None:
+            self._token_texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        return self._token_texts
 
     def generate(
         self,
@@ -459,9 +525,10 @@ class TransformersGenerator:
         *,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
+        sources: Sequence[str] | None = None,
     ) -> str:
         """The whole answer at once."""
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature))
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature, sources=sources))
 
     def _fit(self, inputs: dict[str, torch.Tensor], wanted: int) -> dict[str, Any]:
         """Shrink the answer budget to the window; as a last resort cut the prompt's middle.
