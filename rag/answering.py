@@ -195,7 +195,8 @@ class AnswerStream:
         max_new = self.options.get("max_new_tokens") or self.pipeline.settings.max_new_tokens
         self.sources, messages = fit_sources(self.question, self.sources, generator, max_new)
         temperature = self.options.get("temperature")
-        for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature):
+        texts = [s.text for s in self.sources]
+        for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature, sources=texts):
             self._pieces.append(piece)
             yield piece
 
