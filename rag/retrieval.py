@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict
 
 from rag.config import Settings
@@ -162,6 +163,9 @@ class Retriever:
 class DocumentRetriever(BaseRetriever):
     """The retriever as a LangChain ``BaseRetriever`` (documents carry source, page and score).
 
+    ``k`` and ``sources`` may also be given per call, the LangChain way:
+    ``retriever.invoke(question, k=2, sources=["report.pdf"])`` overrides the fields.
+
     >>> chain = DocumentRetriever(retriever=retriever) | format_docs | prompt | llm
     """
 
@@ -171,8 +175,15 @@ class DocumentRetriever(BaseRetriever):
     k: int | None = None
     sources: list[str] | None = None
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        retrieval = self.retriever.retrieve(query, k=self.k, sources=self.sources)
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[Document]:
+        retrieval = self.retriever.retrieve(query, k=k or self.k, sources=self.sources if sources is None else sources)
         return [
             Document(
                 page_content=h.text,
@@ -180,3 +191,16 @@ class DocumentRetriever(BaseRetriever):
             )
             for h in retrieval.hits
         ]
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[Document]:
+        # The base class would drop the call-time arguments; search runs in a worker thread.
+        return await run_in_executor(
+            None, self._get_relevant_documents, query, run_manager=run_manager.get_sync(), k=k, sources=sources
+        )
