@@ -1,4 +1,4 @@
-"""Step 2 of ingest: no chunk is longer than the embedding model reads, whatever the text."""
+"""Step 2 of ingest: chunks fill the configured size, and none is longer than the embedding model reads."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ TEXTS = {
     "Korean with spaces": "한국어 문서는 표와 함께 텍스트를 담고 있습니다. " * 150,
     "Korean without spaces": "가나다라마바사아자차카타파하" * 300,
     "Chinese": "检索增强生成把文档切成小块再编码。" * 200,
+    "a table, one short row per line": "\n".join(
+        f"{2000 + row % 25} | region {row % 7} | {row * 13 % 97}.{row % 10} | {'yes' if row % 3 else 'no'}"
+        for row in range(300)
+    ),
     "table rows": "\n".join("|".join(f"r{row}c{col}=0.{row * col:04d}" for col in range(12)) for row in range(200)),
 }
 
@@ -57,6 +61,51 @@ def test_no_chunk_exceeds_the_model_window(embedder, chunker: Chunker, name: str
     sizes = [embedder.count_tokens(chunk) for chunk in chunks]
     assert max(sizes) <= chunker.chunk_size <= embedder.max_tokens
     assert all(chunk.strip() == chunk and chunk for chunk in chunks)
+
+
+FILLED = ["prose with paragraphs", "a table, one short row per line", "one endless sentence"]
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(200, 30), (256, 0), (100, 10)])
+@pytest.mark.parametrize("name", FILLED)
+def test_chunks_fill_the_configured_size(embedder, name: str, size: int, overlap: int) -> None:
+    """[CLS]/[SEP] come once per chunk: counting them per piece made chunks up to four times too short."""
+    chunker = Chunker(embedder.count_tokens, chunk_size=size, chunk_overlap=overlap, max_tokens=embedder.max_tokens)
+
+    chunks = chunker.split_text(TEXTS[name])
+
+    sizes = [embedder.count_tokens(chunk) for chunk in chunks]
+    assert len(chunks) > 3
+    assert all(0.9 * size <= tokens <= size for tokens in sizes[:-1]), sizes
+    assert 0 < sizes[-1] <= size
+
+
+def shared_edge(before: str, after: str) -> str:
+    """The longest end of ``before`` that ``after`` starts with."""
+    return next((after[:k] for k in range(min(len(before), len(after)), 0, -1) if before.endswith(after[:k])), "")
+
+
+@pytest.mark.parametrize("name", FILLED)
+def test_overlap_is_as_configured(embedder, chunker: Chunker, name: str) -> None:
+    chunks = chunker.split_text(TEXTS[name] if name != "one endless sentence" else prose(60, 7).replace(".", ""))
+
+    overlaps = [embedder.count_tokens(shared_edge(a, b)) - 2 for a, b in itertools.pairwise(chunks)]
+    assert len(overlaps) > 3
+    assert all(30 - 200 // 10 <= tokens <= 30 for tokens in overlaps), overlaps
+
+
+def test_chunks_end_at_the_best_boundary_near_their_end(chunker: Chunker) -> None:
+    chunks = chunker.split_text(TEXTS["a table, one short row per line"])
+
+    assert len(chunks) > 3
+    assert all(chunk.endswith(("yes", "no")) for chunk in chunks)  # a chunk ends after a whole row
+
+
+def test_signature_names_the_chunking(embedder, chunker: Chunker) -> None:
+    other = Chunker(embedder.count_tokens, chunk_size=128, chunk_overlap=30, max_tokens=embedder.max_tokens)
+
+    assert chunker.signature == "tokens-v2:200/30"
+    assert other.signature == "tokens-v2:128/30"
 
 
 @pytest.mark.parametrize("name", ["no separators at all", "Korean without spaces", "prose with paragraphs"])
