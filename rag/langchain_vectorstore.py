@@ -43,7 +43,18 @@ log = logging.getLogger(__name__)
 
 METADATA_FIELD = "metadata"  # dynamic field: a LangChain document's own metadata, verbatim
 SOURCE_PREFIX = "langchain:"
-PROVENANCE = ["source", "title", "page", "chunk_index", "chunk_count", "doc_hash", "doc_pages", "doc_bytes", "added_at"]
+# Neutral values for scalar fields a LangChain document has nothing for (say, ``chunking``).
+TYPE_DEFAULTS: dict[str, Any] = {
+    "VARCHAR": "",
+    "INT8": 0,
+    "INT16": 0,
+    "INT32": 0,
+    "INT64": 0,
+    "FLOAT": 0.0,
+    "DOUBLE": 0.0,
+    "BOOL": False,
+    "JSON": {},
+}
 # Milvus Lite refuses langchain-milvus's default sparse parameters (drop_ratio_build).
 BM25_PARAMS: dict[str, Any] = {"metric_type": "BM25", "params": {"drop_ratio_search": 0.0}}
 HYBRID_FETCH = 20  # candidates each side brings to fusion, at least (as the product's own search)
@@ -67,7 +78,7 @@ class DocumentVectorStore(Milvus):
     def __init__(self, store: DocumentStore) -> None:
         settings = store.settings
         hybrid = store.hybrid_available
-        self._dense_params: Callable[[int], dict[str, Any]] = store._dense_search_params
+        self._dense_params: Callable[[int], dict[str, Any]] = store.dense_search_params
         self._keyword_field = store.keyword_field
         self._ranker_choice = (
             ("weighted", {"weights": [settings.hybrid_dense_weight, 1 - settings.hybrid_dense_weight]})
@@ -78,7 +89,7 @@ class DocumentVectorStore(Milvus):
         super().__init__(
             embedding_function=store.embedder,
             collection_name=store.name,
-            connection_args={"uri": store.uri, "token": settings.milvus_token},
+            connection_args={"uri": store.uri, "token": settings.milvus_token.get_secret_value()},
             consistency_level="Strong",
             primary_field="id",
             text_field="text",
@@ -93,6 +104,16 @@ class DocumentVectorStore(Milvus):
         info = self.client.describe_collection(self.collection_name)
         self.keeps_metadata = bool(info.get("enable_dynamic_field"))
         self._warned = False
+        # The collection's own scalar fields: what ingested chunks read back as metadata, and
+        # the defaults a LangChain document's row needs for those it has no value for.
+        own = {self._primary_field, self._text_field, "keywords"}
+        scalars = [f for f in info.get("fields", []) if f["name"] not in own and _type(f) in TYPE_DEFAULTS]
+        self.provenance = [f["name"] for f in scalars]
+        self._defaults = {
+            f["name"]: TYPE_DEFAULTS[_type(f)]
+            for f in scalars
+            if not f.get("nullable") and f.get("default_value") is None
+        }
 
     # Writing ----------------------------------------------------------------------------
 
@@ -155,6 +176,7 @@ class DocumentVectorStore(Milvus):
         label = metadata.get("title") or metadata.get("source")
         page = metadata.get("page")
         row: dict[str, Any] = {
+            **self._defaults,
             "id": key,
             "text": text,
             "vector": vector,
@@ -206,13 +228,13 @@ class DocumentVectorStore(Milvus):
         return [found[str(i)] for i in dict.fromkeys(ids) if str(i) in found]
 
     def _get_output_fields(self) -> list[str]:
-        fields = [self._primary_field, self._text_field, *(f for f in PROVENANCE if f in self.fields)]
+        fields = [self._primary_field, self._text_field, *self.provenance]
         return [*fields, METADATA_FIELD] if self.keeps_metadata else fields
 
     def _parse_document(self, data: dict) -> Document:
         metadata = data.get(METADATA_FIELD)
         if not isinstance(metadata, dict):  # a chunk of the ingest pipeline: its provenance
-            metadata = {f: data[f] for f in PROVENANCE if f in data}
+            metadata = {f: data[f] for f in self.provenance if f in data}
         return Document(id=str(data[self._primary_field]), page_content=data[self._text_field], metadata=metadata)
 
     def _collection_search(
@@ -225,9 +247,7 @@ class DocumentVectorStore(Milvus):
         **kwargs: Any,
     ) -> list[list[dict]] | None:
         # Dense search parameters that fit k (HNSW needs ef >= k).
-        return super()._collection_search(
-            embedding_or_text, k, param or self._dense_params(k), expr, timeout, **kwargs
-        )
+        return super()._collection_search(embedding_or_text, k, param or self._dense_params(k), expr, timeout, **kwargs)
 
     def _collection_hybrid_search(  # type: ignore[override]
         self,
@@ -301,3 +321,9 @@ class DocumentVectorStore(Milvus):
         self, *args: Any, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         return await run_in_executor(None, self.similarity_search_with_score_by_vector, *args, **kwargs)
+
+
+def _type(field: dict[str, Any]) -> str:
+    """A field's Milvus type name (``VARCHAR``, ``INT64``, ...) from ``describe_collection``."""
+    kind = field.get("type")
+    return getattr(kind, "name", str(kind))
