@@ -4,6 +4,9 @@ For a Milvus Lite store the launcher first serves the folder with a local Milvus
 server on loopback, so that ``python -m ingest`` can write to the same store while the
 app is running; the server stops with the app. SIGTERM or SIGINT (Ctrl-C) stops both
 and removes the endpoint file.
+
+The Streamlit child builds its own ``Settings`` from the environment, so the launcher hands
+its resolved settings over as ``RAG_*`` variables: ``--uri`` and ``--collection`` reach the app.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from rag.config import Settings
 from rag.local_server import LocalServer
 
@@ -21,8 +26,21 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``RAG_*`` variables that rebuild these settings in a child process (the fields that were set)."""
+    env = {}
+    for name in sorted(settings.model_fields_set):
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"RAG_{name.upper()}"] = str(value)
+    return env
+
+
 def run_app(settings: Settings, *, port: int = 8501) -> int:
-    env = dict(os.environ)
+    env = {**os.environ, **settings_env(settings)}
     server: LocalServer | None = None
     app: subprocess.Popen | None = None
 
