@@ -1,7 +1,7 @@
 """The app end to end in headless Chromium: upload a PDF, ask about it, read the sources, delete it.
 
 The app runs as ``python -m rag app`` on a free port with its own data folder, exactly as a
-person would start it. The test saves the screenshots shown in the README to
+person would start it. The tests save the screenshots shown in the README to
 ``docs/screenshots/``. Chromium comes from the Debian packages (``make test-setup``).
 """
 
@@ -173,6 +173,34 @@ def screenshot(page, path: Path) -> None:
     page.set_viewport_size(VIEWPORT)
 
 
+def upload(page, path: Path) -> None:
+    """Add one file on the Documents page and wait until it is stored."""
+    page.goto("/documents")
+    page.get_by_role("heading", name="Documents").wait_for(timeout=STARTUP_S * 1000)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(path)
+    page.get_by_text(path.name).first.wait_for()
+    page.get_by_role("button", name="Add to library").click()
+    outcome = page.locator('[data-testid="stAlertContentSuccess"]', has_text=path.name)
+    outcome.wait_for(timeout=STARTUP_S * 1000)
+    wait_until_idle(page)
+
+
+def ask(page, question: str):
+    """Ask on the Chat page; returns the assistant's message once its answer and sources are shown."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Chat").click()
+    page.get_by_role("heading", name="Chat with your documents").wait_for()
+    box = page.get_by_placeholder("Ask a question about your documents")
+    box.fill(question)
+    box.press("Enter")
+    page.locator('[data-testid="stExpander"]').filter(has_text=re.compile(r"Sources \(\d+\)")).wait_for(
+        timeout=ANSWER_S * 1000
+    )
+    wait_until_idle(page, ANSWER_S * 1000)
+    messages = page.locator('[data-testid="stChatMessage"]')
+    assert messages.count() == 2
+    return messages.nth(1)
+
+
 def no_app_errors(page) -> None:
     """No Python exception box and no error message on the page."""
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -224,7 +252,6 @@ def test_upload_ask_and_delete_in_a_browser(tmp_path: Path, pdfs: Path):
         listed = details.inner_text()
         assert re.search(rf"\[1\] {re.escape(PDF_NAME)}, page \d — relevance 0\.\d\d", listed), listed
         no_app_errors(page)
-        screenshot(page, SCREENSHOTS / "chat.png")
 
         # Documents again: delete the PDF; the table is gone and the library is empty.
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Documents").click()
@@ -239,3 +266,107 @@ def test_upload_ask_and_delete_in_a_browser(tmp_path: Path, pdfs: Path):
         assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == "0"
         assert not (tmp_path / "data" / "uploads" / PDF_NAME).exists()
         no_app_errors(page)
+
+
+# Text from a document and from the model is shown as text ----------------------------------
+
+HOSTILE_NAME = "hostile-notes.md"
+HOSTILE = """# Feature notes
+
+The feature_list option turns on the video player. Watch the demo at www.youtube.com/watch?v=dQw4w9WgXcQ
+or read https://example.com/docs_page for the details.
+
+<b>bold by HTML</b> <script>window.__pwned = "script";</script>
+<img src="http://127.0.0.1:9/pixel.png" onerror="window.__pwned = 'onerror'">
+[Click here](javascript:window.__pwned='link') and ![a picture](http://127.0.0.1:9/picture.png)
+
+- the player starts muted
+- the player loops the video
+"""
+HOSTILE_QUESTION = "What does the feature_list option turn on, and where is the demo video?"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_document_and_model_text_is_shown_as_text(tmp_path: Path):
+    """No link, image, script or HTML from a document or the model reaches the page, and no escape characters."""
+    document = tmp_path / HOSTILE_NAME
+    document.write_text(HOSTILE)
+    with (
+        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="48") as app,
+        chromium_page(app.url, tmp_path / "failure.png") as page,
+    ):
+        requests: list[str] = []
+        dialogs: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        upload(page, document)
+        answer = ask(page, HOSTILE_QUESTION)
+        answer.locator('[data-testid="stExpander"] summary').click()  # show the passages
+        page.wait_for_timeout(1000)
+        shown = answer.locator('[data-testid="stExpanderDetails"]').inner_text()
+        # The passage is there, character for character as the file has it.
+        for line in ("www.youtube.com/watch?v=dQw4w9WgXcQ", "https://example.com/docs_page", "feature_list option",
+                     "<b>bold by HTML</b>", '<script>window.__pwned = "script";</script>',
+                     "[Click here](javascript:window.__pwned='link')", "- the player starts muted"):  # fmt: skip
+            assert line in shown, (line, shown)
+        conversation = page.locator('[data-testid="stChatMessage"]')
+        text = conversation.all_inner_texts()
+        assert all("\\" not in part for part in text), text  # no backslash escapes shown
+        assert "feature_list" in text[0], text  # the question, as typed
+        # Only the app's own markup: no link, image, frame, script or bold from the text.
+        for tag in ("a", "img", "iframe", "script", "object", "embed", "video"):
+            assert conversation.locator(tag).count() == 0, (tag, conversation.locator(tag).count())
+        bold = conversation.locator("b, strong").all_inner_texts()
+        assert all(re.fullmatch(r"\[\d+\] .+", b) for b in bold), bold  # only the source headings
+        assert page.evaluate("() => window.__pwned") is None
+        assert dialogs == []
+        assert not [url for url in requests if "127.0.0.1:9/" in url or "youtube" in url or "example.com" in url]
+        no_app_errors(page)
+
+
+# The README's screenshot ---------------------------------------------------------------------
+
+README_NAME = "freedonia.md"
+README_DOCUMENT = """The capital of Freedonia is Zenda. The city has 42 bridges over the river Sylvan.
+
+Freedonia's national animal is the blue heron, protected since 1921.
+"""
+README_QUESTION = "What is the capital of Freedonia?"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_readme_screenshot_shows_a_correct_supported_answer(tmp_path: Path):
+    """docs/screenshots/chat.png: a right answer whose every sentence the page marks as supported.
+
+    The screenshot is saved only after the page itself says so: no sentence carries the
+    unsupported mark, every sentence carries the supported class, and the summary line agrees.
+    """
+    document = tmp_path / README_NAME
+    document.write_text(README_DOCUMENT)
+    with (
+        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="64") as app,
+        chromium_page(app.url, tmp_path / "failure.png") as page,
+    ):
+        upload(page, document)
+        answer = ask(page, README_QUESTION)
+        generated = answer.locator(".rag-answer")
+        assert generated.count() == 1
+        text = generated.inner_text()
+        assert "Zenda" in text, text  # the right fact
+        assert answer.locator(".rag-unsupported").count() == 0, text
+        assert "\u26a0" not in text and "not supported" not in answer.inner_text(), text
+        sentences = answer.locator(".rag-sentence").all_inner_texts()
+        assert sentences and len(answer.locator(".rag-supported").all()) == len(sentences), sentences
+        assert "".join(sentences).replace(" ", "") == text.replace(" ", "").replace("\n", ""), (sentences, text)
+        assert answer.get_by_text("Every sentence is supported by a cited passage.").count() == 1
+        key = answer.locator(".rag-key")
+        if key.count():  # the source's own words above the answer, with file and page
+            assert README_NAME in key.inner_text()
+        answer.locator('[data-testid="stExpander"] summary').click()
+        answer.locator(".rag-source").first.wait_for()
+        assert README_NAME in answer.locator(".rag-source").first.inner_text()
+        no_app_errors(page)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        screenshot(page, SCREENSHOTS / "chat.png")
