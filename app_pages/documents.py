@@ -8,11 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages.shared import escape, open_store
-from rag.config import Settings
 from rag.loading import SUPPORTED_SUFFIXES
-from rag.pipeline import Progress
+from rag.pipeline import Progress, delete_document
 from rag.records import FileResult, Outcome, plural
-from rag.uploads import UploadError, remove_upload, stage_upload
 
 OUTCOME_STYLE = {
     Outcome.ADDED: (st.success, ":material/add_circle:"),
@@ -43,30 +41,18 @@ def show_result(result: FileResult) -> None:
 
 
 def ingest_uploads(files: list) -> list[FileResult]:
-    """Save each upload inside the data folder and ingest it, with a progress bar per file."""
+    """Ingest each upload (the library keeps it in the data folder), with a progress bar per file."""
     results = []
     ingestor = services.ingestor()
     for upload in files:
         bar = st.progress(0.0, text=f"{upload.name}: reading")
-        try:
-            staged = stage_upload(
-                upload.name, upload.getvalue(), Settings().uploads_dir, max_bytes=settings.max_file_mb * 1_000_000
+        progress = Progress(
+            on_chunks=lambda done, total, bar=bar, name=upload.name: bar.progress(
+                done / max(total, 1), text=f"{name}: embedding {done}/{total} chunks"
             )
-        except UploadError as exc:
-            result = FileResult(Path(upload.name), upload.name, Outcome.FAILED, error=str(exc))
-        else:
-            progress = Progress(
-                on_chunks=lambda done, total, bar=bar, name=upload.name: bar.progress(
-                    done / max(total, 1), text=f"{name}: embedding {done}/{total} chunks"
-                )
-            )
-            result = ingestor.ingest_file(staged.staging, source=staged.name, progress=progress)
-            if result.outcome is Outcome.FAILED:
-                staged.discard()
-            else:
-                staged.commit()
+        )
+        results.append(ingestor.ingest_upload(upload.name, upload.getvalue(), progress=progress))
         bar.empty()  # the outcome message below says how it went
-        results.append(result)
     return results
 
 
@@ -108,9 +94,7 @@ if documents:
     with st.form("delete"):
         doomed = st.multiselect("Delete documents", [d.source for d in documents])
         if st.form_submit_button("Delete", icon=":material/delete:") and doomed:
-            removed = sum(store.delete(source) for source in doomed)
-            for source in doomed:
-                remove_upload(source, Settings().uploads_dir)  # the uploaded copy goes too
+            removed = sum(delete_document(settings, store, source).chunks for source in doomed)
             st.session_state.last_results = []
             st.toast(f"Deleted {plural(len(doomed), 'document')} ({plural(removed, 'chunk')})")
             st.rerun()
@@ -119,7 +103,7 @@ else:
 
 with st.expander("Store details"):
     st.markdown(
-        f"- Location: `{Settings().resolved_milvus_uri}` (connected at `{store.uri}`)\n"
+        f"- Location: `{settings.resolved_milvus_uri}` (connected at `{store.uri}`)\n"
         f"- Collection: `{store.name}`\n"
         f"- Embedding model: `{store.embedder.model_name}` ({store.embedder.dimension} dimensions)\n"
         f"- Search: {'hybrid dense + BM25' if store.hybrid_available else 'dense only'}; "

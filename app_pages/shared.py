@@ -15,11 +15,19 @@ from rag.services import Services
 from rag.store import DocumentStore, StoreError
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+# Streamlit's markdown turns "www.x", "http://x" and "a@b.c" into links whatever the escaping;
+# an invisible word joiner (U+2060) inside each breaks the pattern and shows nothing.
+_AUTOLINK = re.compile(r"(?i)(?<=www)(?=\.)|(?<=:)(?=//)|(?<=@)")
+WORD_JOINER = "\u2060"
 
 
 def escape(text: str) -> str:
-    """Show document or model text literally: no markdown, links, images or HTML."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    """Markdown that shows ``text`` literally: no markup, links, images or HTML, and no visible escapes.
+
+    For short text inside the app's own markdown (file names, error reasons); answers and passages
+    are shown as HTML text instead (``app_pages.render``).
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, text))
 
 
 @st.cache_resource(show_spinner=False)
@@ -36,10 +44,12 @@ def _local_server(db_path: str) -> str:
 
 @st.cache_resource(show_spinner="Loading the embedding model and opening the store…")
 def get_services() -> Services:
+    """The settings stay as configured: a Lite folder resolves to the local server started here
+    (``store.uri`` says where it connected), so pages show the folder and keep uploads beside it."""
     settings = Settings()
     quiet_libraries()
     if settings.is_local_store:
-        settings = settings.model_copy(update={"milvus_uri": _local_server(settings.resolved_milvus_uri)})
+        _local_server(settings.resolved_milvus_uri)
     services = Services(settings)
     services.store()  # connect now, inside the spinner
     return services

@@ -143,7 +143,7 @@ def fill_store(settings: Settings, embedder: Embedder, chunks: list[Chunk], vect
     started = time.perf_counter()
     for start in tqdm(range(0, len(chunks), INSERT_GROUP), desc=f"insert {settings.collection}", unit="group"):
         store.upsert(chunks[start : start + INSERT_GROUP], vectors[start : start + INSERT_GROUP])
-    store.client.flush(store.name)
+    store.flush()
     log.warning("%s: %d chunks inserted in %.0f s", settings.collection, len(chunks), time.perf_counter() - started)
     return store
 
@@ -151,20 +151,8 @@ def fill_store(settings: Settings, embedder: Embedder, chunks: list[Chunk], vect
 def reindex(store: DocumentStore, settings: Settings) -> float:
     """Rebuild the dense index of the stored vectors for ``settings``; returns seconds."""
     started = time.perf_counter()
-    store.settings = settings
-    client = store.client
-    client.release_collection(store.name)
-    client.drop_index(store.name, "vector")
-    index = store._dense_index()
-    params = client.prepare_index_params()
-    params.add_index("vector", **index)
-    for param in params:
-        # pymilvus 3 sends build parameters (nlist, M, efConstruction) as flat keys, and
-        # Milvus Lite 3.2.2 reads them only from a JSON "params" entry: without this it
-        # silently builds with its defaults (nlist 128, M 16, efConstruction 200).
-        param._configs["params"] = index["params"]
-    client.create_index(store.name, params)
-    client.load_collection(store.name)
+    store.settings = store.milvus.settings = settings
+    store.milvus.rebuild_dense_index()
     return time.perf_counter() - started
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.logs import setup_logging
-from rag.pipeline import Progress, build_chunker
+from rag.pipeline import Progress, build_chunker, delete_document
 from rag.records import FileResult, Outcome
 from rag.services import Services
 from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, check_connection
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return _list(args, store)
     if args.delete:
-        return _delete(args, store, args.delete)
+        return _delete(args, settings, store, args.delete)
     if not args.paths:
         if args.json:
             print(json.dumps({"reset": True}))
@@ -128,7 +128,7 @@ def _describe(result: FileResult) -> str:
     return f"{symbol} {result.outcome.value:<10} {result.source} ({result.size_text()})"
 
 
-def _list(args: argparse.Namespace, store) -> int:
+def _list(args: argparse.Namespace, store: DocumentStore) -> int:
     documents = store.list_documents()
     if args.json:
         print(json.dumps([vars(d) for d in documents], indent=2))
@@ -145,16 +145,25 @@ def _list(args: argparse.Namespace, store) -> int:
     return 0
 
 
-def _delete(args: argparse.Namespace, store, names: list[str]) -> int:
+def _delete(args: argparse.Namespace, settings: Settings, store: DocumentStore, names: list[str]) -> int:
+    """Delete each named document everywhere: its chunks and its uploaded copy."""
     results, status = [], 0
     for name in names:
         sources = store.find_sources(name)
         if len(sources) != 1:
             reason = "no stored document by that name" if not sources else f"ambiguous: {', '.join(sources)}"
-            results.append({"source": name, "deleted_chunks": 0, "error": reason})
+            results.append({"source": name, "deleted_chunks": 0, "upload_removed": False, "error": reason})
             status = 1
             continue
-        results.append({"source": sources[0], "deleted_chunks": store.delete(sources[0]), "error": None})
+        deletion = delete_document(settings, store, sources[0])
+        results.append(
+            {
+                "source": deletion.source,
+                "deleted_chunks": deletion.chunks,
+                "upload_removed": deletion.upload_removed,
+                "error": None,
+            }
+        )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -162,7 +171,8 @@ def _delete(args: argparse.Namespace, store, names: list[str]) -> int:
             print(
                 f"! {r['source']}: {r['error']}"
                 if r["error"]
-                else f"- deleted {r['source']} ({r['deleted_chunks']} chunks)"
+                else f"- deleted {r['source']} ({r['deleted_chunks']} chunks"
+                + (", and its uploaded copy)" if r["upload_removed"] else ")")
             )
     return status
 

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from rag.config import Settings
 from rag.local_server import endpoint_file, running_endpoint
-from rag.store import DocumentStore, StoreError, collection_metadata
+from rag.milvus import MilvusCollection, StoreError
 
 SCAN_BATCH = 1000
 INDEX_KEYS = {
@@ -35,17 +35,9 @@ INDEX_KEYS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _ConfiguredModel:
-    """The configured model's name, without loading it (the doctor embeds nothing)."""
-
-    model_name: str
-    dimension: int = 0
-
-
 @dataclass
 class Version:
-    """The chunks stored for one (source, content hash)."""
+    """The chunks stored for one (source, content hash, chunking)."""
 
     indexes: list[int] = field(default_factory=list)
     counts: set[int] = field(default_factory=set)
@@ -85,24 +77,24 @@ def diagnose(settings: Settings) -> DoctorReport:
     """Connect, inspect and scan the configured collection; never raises for store trouble."""
     report = DoctorReport(collection=settings.collection, configured_model=settings.embedding_model_name)
     report.location = _describe_location(settings)
-    store = DocumentStore(settings, _ConfiguredModel(settings.embedding_model_name))  # type: ignore[arg-type]
+    collection = MilvusCollection(settings, read_batch=SCAN_BATCH)
     try:
-        client = store.connect()
+        collection.connect()
     except StoreError as exc:
-        report.uri = store.uri
+        report.uri = collection.uri
         report.error = str(exc)
         return report
-    report.uri = store.uri
-    report.server_version = store.server_version
-    report.server_bm25 = store.server_supports_bm25
+    report.uri = collection.uri
+    report.server_version = collection.server_version
+    report.server_bm25 = collection.supports_bm25
     try:
-        _inspect(client, store, report)
+        _inspect(collection, report)
     except StoreError as exc:
         report.error = str(exc)
     except Exception as exc:  # a server that fails half-way through the scan
         report.error = f"the store failed while being inspected: {str(exc).splitlines()[0] if str(exc) else exc!r}"
     finally:
-        client.close()
+        collection.close()
     return report
 
 
@@ -120,17 +112,17 @@ def _describe_location(settings: Settings) -> str:
     return f"Milvus Lite file {db_path}, opened in this process (no local server running)"
 
 
-def _inspect(client: Any, store: DocumentStore, report: DoctorReport) -> None:
-    name = store.name
-    if not client.has_collection(name):
+def _inspect(collection: MilvusCollection, report: DoctorReport) -> None:
+    name = collection.name
+    if not collection.exists():
         report.problems.append(
             f"there is no collection '{name}' yet: add documents with `python -m ingest PATHS` "
             "(or check RAG_COLLECTION)"
         )
         return
     report.exists = True
-    info = client.describe_collection(name)
-    fields = {f["name"]: f for f in info.get("fields", [])}
+    info = collection.describe()
+    fields = collection.fields(info)
     report.fields = [_describe_field(f) for f in info.get("fields", [])]
     for function in info.get("functions") or []:
         kind = getattr(function.get("type"), "name", function.get("type"))
@@ -139,12 +131,12 @@ def _inspect(client: Any, store: DocumentStore, report: DoctorReport) -> None:
             f"{function.get('output_field_names')}"
         )
     report.hybrid = "sparse" in fields
-    for index_name in client.list_indexes(name):
-        report.indexes.append(_describe_index(client.describe_index(name, index_name), index_name))
+    for index_name in collection.index_names():
+        report.indexes.append(_describe_index(collection.describe_index(index_name), index_name))
     if "vector" not in fields or "doc_hash" not in fields:
         report.problems.append(f"collection '{name}' was not made by this app; choose another with RAG_COLLECTION")
         return
-    meta = collection_metadata(info)
+    meta = collection.metadata(info)
     report.recorded_model = meta.get("rag.embedding_model", "unknown")
     report.recorded_dimension = int(fields["vector"].get("params", {}).get("dim", 0))
     if report.recorded_model != report.configured_model:
@@ -153,10 +145,9 @@ def _inspect(client: Any, store: DocumentStore, report: DoctorReport) -> None:
             f"({report.recorded_dimension} dims) but '{report.configured_model}' is configured. Set "
             f"RAG_EMBEDDING_MODEL back, or re-index with `python -m ingest --reset --yes PATHS`."
         )
-    client.load_collection(name)
-    rows = client.query(name, filter="", output_fields=["count(*)"])
-    report.chunks = int(rows[0]["count(*)"]) if rows else 0
-    _scan(client, name, report)
+    collection.load()
+    report.chunks = collection.count()
+    _scan(collection, report, chunking="chunking" in fields)
 
 
 def _describe_field(f: dict[str, Any]) -> str:
@@ -180,34 +171,32 @@ def _describe_index(index: dict[str, Any], name: str) -> str:
     )
 
 
-def _scan(client: Any, name: str, report: DoctorReport) -> None:
-    """Group every chunk by document and version; find torn documents and orphan chunks."""
+def _scan(collection: MilvusCollection, report: DoctorReport, *, chunking: bool) -> None:
+    """Group every chunk by document and version; find torn documents and orphan chunks.
+
+    A version is the content hash, with the chunking it was made with where the collection records it."""
     versions: dict[str, dict[str, Version]] = defaultdict(lambda: defaultdict(Version))
-    iterator = client.query_iterator(
-        name, batch_size=SCAN_BATCH, filter="", output_fields=["source", "doc_hash", "chunk_index", "chunk_count"]
-    )
-    try:
-        while rows := iterator.next():
-            for row in rows:
-                version = versions[row["source"]][row["doc_hash"]]
-                version.indexes.append(int(row["chunk_index"]))
-                version.counts.add(int(row["chunk_count"]))
-    finally:
-        iterator.close()
+    fields = ["source", "doc_hash", "chunk_index", "chunk_count", *(["chunking"] if chunking else [])]
+    for rows in collection.iterate(fields):
+        for row in rows:
+            key = row["doc_hash"][:12] + (f" {row['chunking']}" if row.get("chunking") else "")
+            version = versions[row["source"]][key]
+            version.indexes.append(int(row["chunk_index"]))
+            version.counts.add(int(row["chunk_count"]))
     advice = "re-ingest the file (`python -m ingest FILE`) or delete it (`python -m ingest --delete SOURCE`)"
     for source in sorted(versions):
         by_hash = versions[source]
         heads = {h: v for h, v in by_hash.items() if 0 in v.indexes}
         report.documents += len(heads)
         if len(by_hash) > 1:
-            hashes = ", ".join(f"{h[:12]} ({len(v.indexes)} chunks)" for h, v in sorted(by_hash.items()))
+            hashes = ", ".join(f"{h} ({len(v.indexes)} chunks)" for h, v in sorted(by_hash.items()))
             report.torn.append(source)
             report.problems.append(f"torn document {source}: chunks of {len(by_hash)} versions ({hashes}); {advice}")
         for digest, version in sorted(by_hash.items()):
             if digest not in heads:
                 report.orphans.append(source)
                 report.problems.append(
-                    f"{len(version.indexes)} orphan chunks of {source} (version {digest[:12]}): its first chunk "
+                    f"{len(version.indexes)} orphan chunks of {source} (version {digest}): its first chunk "
                     f"(chunk_index 0) is missing; {advice}"
                 )
                 continue
@@ -217,7 +206,7 @@ def _scan(client: Any, name: str, report: DoctorReport) -> None:
                 if source not in report.torn:
                     report.torn.append(source)
                 report.problems.append(
-                    f"torn document {source}: {distinct} of {expected} chunks stored (version {digest[:12]}); {advice}"
+                    f"torn document {source}: {distinct} of {expected} chunks stored (version {digest}); {advice}"
                 )
 
 

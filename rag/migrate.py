@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.config import Settings
-from rag.store import META_FIELDS, DocumentStore, StoreError, collection_metadata
+from rag.milvus import META_FIELDS, MilvusCollection
+from rag.store import DocumentStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ COPY_FIELDS = ["id", "text", "vector", *META_FIELDS]
 
 @dataclass(frozen=True)
 class RecordedModel:
-    """Stands in for the ``Embedder``: the model name and size a collection recorded.
+    """The embedding model a collection recorded: its name and vector size.
 
-    Migration never embeds, so the model is not loaded; the store only needs these two.
+    Migration never embeds, so no model is loaded; the target store records these two.
     """
 
     model_name: str
@@ -70,13 +71,13 @@ class MigrationReport:
         )
 
 
-def recorded_model(store: DocumentStore, client) -> RecordedModel:
+def recorded_model(collection: MilvusCollection) -> RecordedModel:
     """The embedding model and dimension recorded by an existing collection."""
-    info = client.describe_collection(store.name)
-    meta = collection_metadata(info)
-    fields = {f["name"]: f for f in info.get("fields", [])}
+    info = collection.describe()
+    meta = collection.metadata(info)
+    fields = collection.fields(info)
     if "vector" not in fields or "doc_hash" not in fields or "rag.embedding_model" not in meta:
-        raise StoreError(f"collection '{store.name}' at {store.uri} was not made by this app")
+        raise StoreError(f"collection '{collection.name}' at {collection.uri} was not made by this app")
     return RecordedModel(meta["rag.embedding_model"], int(fields["vector"]["params"]["dim"]))
 
 
@@ -93,48 +94,36 @@ def migrate(
     >>> report.complete
     """
     started = time.perf_counter()
-    reader = DocumentStore(source, RecordedModel(source.embedding_model_name, 0))  # type: ignore[arg-type]
-    source_client = reader.connect()
+    reader = MilvusCollection(source, read_batch=batch_size).connect()
     try:
-        if not source_client.has_collection(reader.name):
+        if not reader.exists():
             raise StoreError(f"there is no collection '{reader.name}' at {reader.uri} to migrate")
-        model = recorded_model(reader, source_client)
-        writer = DocumentStore(target, model)  # type: ignore[arg-type]
+        model = recorded_model(reader)
+        fields = COPY_FIELDS + (["chunking"] if "chunking" in reader.fields() else [])
+        writer = DocumentStore(target, model)
         if writer.settings.resolved_milvus_uri == reader.settings.resolved_milvus_uri and writer.name == reader.name:
             raise StoreError("the source and the target are the same collection")
         writer.open()
         try:
-            source_client.load_collection(reader.name)
+            reader.load()
             report = MigrationReport(reader.uri, writer.uri, reader.name, writer.name, notices=list(writer.notices))
-            report.source_chunks = _count(source_client, reader.name)
-            iterator = source_client.query_iterator(
-                reader.name, batch_size=batch_size, filter="", output_fields=COPY_FIELDS
-            )
-            try:
-                while rows := iterator.next():
-                    batch = [{name: row[name] for name in COPY_FIELDS} for row in rows]
-                    for row in batch:
-                        row["vector"] = [float(x) for x in row["vector"]]
-                    writer.add_keywords(batch)
-                    writer.client.upsert(writer.name, batch)
-                    report.copied += len(batch)
-                    if on_batch:
-                        on_batch(report.copied, report.source_chunks)
-            finally:
-                iterator.close()
+            report.source_chunks = reader.count()
+            for rows in reader.iterate(fields):
+                batch = [{name: row[name] for name in fields} for row in rows]
+                for row in batch:
+                    row["vector"] = [float(x) for x in row["vector"]]
+                writer.copy_in(batch)
+                report.copied += len(batch)
+                if on_batch:
+                    on_batch(report.copied, report.source_chunks)
             report.target_chunks = writer.count()
-            report.documents = writer.count("chunk_index == 0")
+            report.documents = writer.document_count()
         finally:
             writer.close()
     finally:
-        source_client.close()
+        reader.close()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _count(client, name: str) -> int:
-    rows = client.query(name, filter="", output_fields=["count(*)"])
-    return int(rows[0]["count(*)"]) if rows else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

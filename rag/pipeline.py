@@ -1,8 +1,10 @@
 """Ingest, end to end: load -> chunk -> embed -> store, one file at a time.
 
-The command line and the upload page both call ``Ingestor.ingest``; neither touches
-pypdf, the model or Milvus. Each file gets its own outcome; a bad file never stops the
-batch, and nothing of it is stored.
+The command line and the upload page both call ``Ingestor`` (``ingest``, ``ingest_upload``)
+and ``delete_document``; neither touches pypdf, the model or Milvus. Each file gets its
+own outcome; a bad file never stops the batch, and nothing of it is stored. A stored
+version is the file's content hash with the chunker's signature, so changed chunk
+settings re-chunk every document on its next ingest ("replaced").
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import LoadError, is_supported, load_document, source_key
 from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
-from rag.store import DocumentStore, quote
+from rag.store import DocumentStore
+from rag.uploads import UploadError, remove_upload, stage_upload
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,32 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
     )
 
 
+def chunking_signature(chunker: Chunker) -> str:
+    """What a stored version records of its chunking: splitter version, size and overlap."""
+    signature = getattr(chunker, "signature", None)
+    if signature:
+        return str(signature)
+    overlap = getattr(getattr(chunker, "_splitter", None), "_chunk_overlap", "?")
+    return f"{chunker.chunk_size}/{overlap}"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What ``delete_document`` removed."""
+
+    source: str
+    chunks: int
+    upload_removed: bool
+
+
+def delete_document(settings: Settings, store: DocumentStore, source: str) -> Deletion:
+    """Delete a document everywhere: its chunks in the store and its uploaded copy (if it was uploaded).
+
+    The Documents page and ``python -m ingest --delete`` both call this."""
+    chunks = store.delete(source)
+    return Deletion(source, chunks, remove_upload(source, settings.uploads_dir))
+
+
 class Ingestor:
     """Turns files into stored chunks.
 
@@ -92,6 +121,33 @@ class Ingestor:
         if self._chunker is None:
             self._chunker = build_chunker(self.settings, self.embedder)
         return self._chunker
+
+    @property
+    def chunking(self) -> str:
+        """The signature recorded with every version this ingestor writes."""
+        return chunking_signature(self.chunker)
+
+    def ingest_upload(self, name: str, data: bytes, *, progress: Progress | None = None) -> FileResult:
+        """Ingest an uploaded file and keep it under ``settings.uploads_dir`` (stored under its plain name).
+
+        The bytes are staged beside their final place and replace a stored file of that name only
+        once they ingested, so a failed upload never replaces a good one."""
+        try:
+            staged = stage_upload(
+                name, data, self.settings.uploads_dir, max_bytes=self.settings.max_file_mb * 1_000_000
+            )
+        except UploadError as exc:
+            return FileResult(Path(name), name, Outcome.FAILED, error=str(exc))
+        try:
+            result = self.ingest_file(staged.staging, source=staged.name, progress=progress)
+        except BaseException:
+            staged.discard()
+            raise
+        if result.outcome is Outcome.FAILED:
+            staged.discard()
+        else:
+            result.path = staged.commit()
+        return result
 
     def ingest(
         self,
@@ -138,10 +194,10 @@ class Ingestor:
         progress = progress or Progress()
         path = path or Path(document.source)
         result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
-        known, complete = self.store.version_state(document.source, document.content_hash)
+        known, complete = self.store.version_state(document.source, document.content_hash, self.chunking)
         if complete:
             result.outcome = Outcome.UNCHANGED
-            result.chunks = self.store.count(f"source == {quote(document.source)}")
+            result.chunks = self.store.count(document.source)
             return result
         chunks = self.chunker.split_document(document)
         if not chunks:
@@ -171,7 +227,7 @@ class Ingestor:
         results, pending = [], []
         for document in documents:
             result = FileResult(Path(document.source), document.source, Outcome.ADDED, pages=document.page_total)
-            known, complete = self.store.version_state(document.source, document.content_hash)
+            known, complete = self.store.version_state(document.source, document.content_hash, self.chunking)
             chunks = [] if complete else self.chunker.split_document(document)
             result.outcome = Outcome.UNCHANGED if complete else Outcome.REPLACED if known else Outcome.ADDED
             if not complete and not chunks:
@@ -205,19 +261,17 @@ class Ingestor:
                 vectors = self.embedder.encode([c.text for c in part])
                 if writing is not None:
                     writing.result()  # one write in flight at a time; raises a write error here
-                writing = writer.submit(self.store.upsert, part, vectors, added_at=added_at)
+                writing = writer.submit(self.store.upsert, part, vectors, added_at=added_at, chunking=self.chunking)
                 progress.on_chunks(min(start + group, len(order)), len(order))
             if writing is not None:
                 writing.result()
         for first in {c.source: c for c in chunks if c.index == 0}.values():
-            self.store.remove_stale(first)
+            self.store.remove_stale(first, chunking=self.chunking)
 
     def _discard_partial(self, source: str, content_hash: str, *, replaced: bool) -> None:
         try:
             if replaced:
-                self.store.client.delete(
-                    self.store.name, filter=f"source == {quote(source)} and doc_hash == {quote(content_hash)}"
-                )
+                self.store.discard_version(source, content_hash, self.chunking)
             else:
                 self.store.delete(source)
         except Exception:  # the store may be the thing that failed; a rerun cleans up

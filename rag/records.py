@@ -77,6 +77,7 @@ class StoredDocument:
     chunks: int
     size_bytes: int
     added_at: float
+    chunking: str = ""  # the chunker's signature the version was made with ("" where not recorded)
 
 
 class Outcome(StrEnum):

@@ -1,10 +1,13 @@
-"""Step 4 of ingest: the Milvus collection that holds chunks, vectors and provenance.
+"""Step 4 of ingest: documents in a Milvus collection (chunks, vectors and provenance).
 
-``DocumentStore`` hides Milvus behind a few verbs (write, delete, list, search). A
-document is keyed by its source; a version of it by its content hash. Chunk ids are
-derived from both, so writes are upserts: an ingest that is killed and run again, or two
-ingests of the same file, never leave duplicates, and stale chunks of an older version are
-deleted only after the new version is fully written.
+``DocumentStore`` keeps only document verbs: write a version, discard a version, delete,
+list, search. Everything Milvus (connecting, schema, filters, iterators) lives in
+``rag.milvus``. A document is keyed by its source; a version of it by its content hash
+together with the chunking it was made with (``Chunker.signature``), so other chunk
+settings make a new version. Chunk ids are derived from source and content, so writes are
+upserts: an ingest that is killed and run again, or two ingests of the same file, never
+leave duplicates, and stale chunks of an older version are deleted only after the new
+version is fully written.
 
     >>> store = DocumentStore(Settings(), Embedder(Settings())).open()
     >>> store.list_documents()
@@ -12,110 +15,108 @@ deleted only after the new version is fully written.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker, WeightedRanker
-from pymilvus.exceptions import MilvusException
 
 from rag.config import Settings
-from rag.embedding import Embedder
 from rag.keywords import keyword_text
-from rag.local_server import resolve_local_uri
+from rag.milvus import (
+    META_FIELDS,
+    READ_BATCH,
+    SCHEMA_VERSION,
+    CollectionSpec,
+    MilvusCollection,
+    StoreError,
+    StoreUnavailableError,
+    dense_index_params,
+    dense_search_params,
+)
 from rag.records import Chunk, Hit, StoredDocument
 
 if TYPE_CHECKING:
-    from langchain_milvus import Milvus
+    from rag.langchain_vectorstore import DocumentVectorStore
 
 log = logging.getLogger(__name__)
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-SCHEMA_VERSION = 2  # 2: BM25 reads a stemmed keyword field, not the text itself
-WRITE_BATCH = 256
-QUERY_LIMIT = 16_384
-BM25_SEARCH_PARAMS: dict[str, Any] = {"metric_type": "BM25", "params": {"drop_ratio_search": 0.0}}
-META_FIELDS = [
-    "source",
-    "title",
-    "page",
-    "chunk_index",
-    "chunk_count",
-    "doc_hash",
-    "doc_pages",
-    "doc_bytes",
-    "added_at",
+
+__all__ = [
+    "META_FIELDS",
+    "DocumentStore",
+    "EmbeddingModelMismatchError",
+    "SearchMode",
+    "StoreError",
+    "StoreUnavailableError",
+    "check_connection",
 ]
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used as configured; the message says what to do."""
-
-
-class StoreUnavailableError(StoreError):
-    """The Milvus server did not answer."""
 
 
 class EmbeddingModelMismatchError(StoreError):
     """The collection was indexed with another embedding model."""
 
 
-def quote(value: str) -> str:
-    """A Milvus filter string literal."""
-    return json.dumps(value, ensure_ascii=False)
+class EmbeddingModel(Protocol):
+    """What the store needs of a model: its recorded name and vector size (an ``Embedder`` has both)."""
+
+    model_name: str
+    dimension: int
 
 
 def check_connection(settings: Settings) -> str:
     """Connect once and return the server version, without loading any model; raises
     ``StoreError`` with advice. Front ends call it first so an unreachable store fails fast."""
-    store = DocumentStore(settings, None)  # type: ignore[arg-type]  # connecting needs no embedder
-    store.connect().close()
-    return store.server_version
+    collection = MilvusCollection(settings).connect()
+    collection.close()
+    return collection.server_version
 
 
-def collection_metadata(info: dict[str, Any]) -> dict[str, str]:
-    """What the app recorded on a collection: properties, or the schema description on servers that drop them."""
-    meta = dict(info.get("properties") or {})
-    if "rag.embedding_model" not in meta:
-        try:
-            meta = json.loads(info.get("description") or "{}")
-        except ValueError:
-            meta = {}
-    return meta
-
-
-def _supports_bm25(version: str) -> bool:
-    """Built-in BM25 functions arrived in Milvus 2.5; Milvus Lite 3.x has them."""
-    if version.lower().startswith("milvus_lite"):  # not "v2.3.5-lite", the old milvus-server package
-        return True
-    match = re.search(r"(\d+)\.(\d+)", version)
-    return match is None or (int(match[1]), int(match[2])) >= (2, 5)
+def row_id(chunk: Chunk, chunking: str) -> str:
+    """A chunk's row id: its own id, made distinct per chunking, so that re-chunking the same file
+    writes a new version beside the old one instead of overwriting it in place."""
+    if not chunking:
+        return chunk.id
+    return hashlib.sha256(f"{chunk.id}\0{chunking}".encode()).hexdigest()[:40]
 
 
 class DocumentStore:
-    """Chunks of documents in one Milvus collection.
+    """Documents in one Milvus collection.
 
     Construction is cheap; ``open()`` connects, checks the collection's embedding model
-    and creates the collection if it does not exist yet.
+    and creates the collection if it does not exist yet. ``read_batch``: rows per page when
+    listing (no read has a row cap).
     """
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: EmbeddingModel, *, read_batch: int = READ_BATCH) -> None:
         self.settings = settings
         self.embedder = embedder
         self.name = settings.collection
-        self._client: MilvusClient | None = None
-        self.uri = ""
-        self.server_version = ""
+        self.milvus = MilvusCollection(settings, read_batch=read_batch)
         self.hybrid_available = False
-        self.keyword_field = False  # BM25 over stemmed keywords (schema 2), or over the raw text (1)
+        self.keyword_field = False  # BM25 over stemmed keywords (schema 2+), or over the raw text (1)
+        self.chunking_field = False  # versions record their chunking (schema 3)
         self.notices: list[str] = []
+        self._opened = False
 
     # Connection -------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        """The URI connected to (a Lite folder resolves to the app's local server when one runs)."""
+        return self.milvus.uri
+
+    @property
+    def server_version(self) -> str:
+        return self.milvus.server_version
+
+    @property
+    def server_supports_bm25(self) -> bool:
+        return self.milvus.supports_bm25
 
     def open(self, *, check_model: bool = True) -> DocumentStore:
         """Connect and make sure the collection exists and matches the embedding model.
@@ -123,10 +124,10 @@ class DocumentStore:
         ``check_model=False`` opens a collection made with another embedding model, only so
         that ``reset()`` can drop it (``python -m ingest --reset``).
         """
-        if self._client is not None:
+        if self._opened:
             return self
-        self._client = self.connect()
-        if self._client.has_collection(self.name):
+        self.milvus.connect()
+        if self.milvus.exists():
             try:
                 self._check_collection(check_model=check_model)
             except StoreError:
@@ -134,78 +135,13 @@ class DocumentStore:
                 raise
         else:
             self._create_collection()
-        self._client.load_collection(self.name)
+        self.milvus.load()
+        self._opened = True
         return self
 
-    def connect(self) -> MilvusClient:
-        """A client for this store's server that leaves the collection alone (``open()`` uses it;
-        so do read-only tools such as ``rag.doctor`` and ``rag.migrate``)."""
-        self.uri = self._connect_uri()
-        try:
-            client = MilvusClient(
-                uri=self.uri, token=self.settings.milvus_token, timeout=self.settings.connect_timeout_s
-            )
-            self.server_version = str(client.get_server_version())
-        except Exception as exc:
-            raise self._unavailable(exc) from exc
-        return client
-
-    @property
-    def server_supports_bm25(self) -> bool:
-        """Whether the connected server can make BM25 fields (Milvus 2.5+, Milvus Lite 3)."""
-        return _supports_bm25(self.server_version)
-
-    def _connect_uri(self) -> str:
-        if not self.settings.is_local_store:
-            return self.settings.resolved_milvus_uri
-        db_path = Path(self.settings.resolved_milvus_uri)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        return resolve_local_uri(db_path)
-
-    def _unavailable(self, exc: Exception) -> StoreError:
-        text = str(exc)
-        if "Open local milvus failed" in text or "LOCK" in text or "lock" in text.lower():
-            return StoreError(
-                f"the Milvus Lite store {self.settings.resolved_milvus_uri} is open in another process. "
-                "Start the app with `make app` (it shares the store through a local server), or wait for "
-                "the other process to finish."
-            )
-        reason = text.splitlines()[0] if text else type(exc).__name__
-        return StoreUnavailableError(
-            f"cannot reach Milvus at {self.uri} within {self.settings.connect_timeout_s:.0f} s: {reason}. "
-            "Check that the server is running and RAG_MILVUS_URI / RAG_MILVUS_TOKEN are right."
-        )
-
-    @property
-    def client(self) -> MilvusClient:
-        if self._client is None:
-            self.open()
-        return self._client  # type: ignore[return-value]
-
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a client call, reconnecting once if the server went away (restart)."""
-        try:
-            return getattr(self.client, method)(*args, **kwargs)
-        except MilvusException as exc:
-            if _is_not_loaded(exc):  # a restarted server (Milvus Lite's) comes back with it released
-                log.warning("collection %s is not loaded (server restarted?); loading it again", self.name)
-                self.client.load_collection(self.name)
-                return getattr(self.client, method)(*args, **kwargs)
-            if not _is_connection_error(exc):
-                raise
-            log.warning("Milvus call %s failed (%s); reconnecting once", method, exc)
-            self.close()
-            try:
-                return getattr(self.client, method)(*args, **kwargs)
-            except MilvusException as again:
-                if _is_connection_error(again):
-                    raise self._unavailable(again) from again
-                raise
+        self.milvus.close()
+        self._opened = False
 
     # Schema -----------------------------------------------------------------------------
 
@@ -217,84 +153,27 @@ class DocumentStore:
         }
 
     def _create_collection(self) -> None:
-        want_hybrid = _supports_bm25(self.server_version)
-        if not want_hybrid:
+        want_bm25 = self.milvus.supports_bm25
+        if not want_bm25:
             self._notice(f"Milvus {self.server_version} has no built-in BM25 (needs 2.5 or newer): dense search only.")
+        spec = CollectionSpec(dimension=self.embedder.dimension, metadata=self._metadata(), bm25=want_bm25)
         try:
-            self._create(with_bm25=want_hybrid)
-        except MilvusException as exc:
-            if _already_exists(exc):  # another process created it at the same moment
-                self._check_collection()
-                return
-            if not want_hybrid:
+            self.milvus.create(spec)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if not want_bm25:
                 raise
             self._notice(f"this Milvus could not create a BM25 field ({exc}); dense search only.")
-            if self.client.has_collection(self.name):  # created before its BM25 index was refused
-                self.client.drop_collection(self.name)
-            self._create(with_bm25=False)
+            self.milvus.drop_if_exists()  # created before its BM25 index was refused
+            self.milvus.create(CollectionSpec(dimension=spec.dimension, metadata=spec.metadata, bm25=False))
+        self._check_collection(created=True)
+        log.info("opened new collection %s (%s, hybrid=%s)", self.name, dense_index_params(self.settings), want_bm25)
 
-    def _create(self, *, with_bm25: bool) -> None:
-        client = self.client
-        meta = self._metadata()
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(meta))
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.embedder.dimension)
-        if with_bm25:
-            schema.add_field("keywords", DataType.VARCHAR, max_length=65_535, enable_analyzer=True)
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(
-                Function(
-                    name="keywords_bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["keywords"],
-                    output_field_names=["sparse"],
-                )
-            )
-        add_provenance_fields(schema)
-        index_params = client.prepare_index_params()
-        index_params.add_index("vector", **self._dense_index())
-        if with_bm25:
-            index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={})
-        client.create_collection(  # properties at creation: others never see the collection without them
-            self.name, schema=schema, index_params=index_params, consistency_level="Strong", properties=meta
-        )
-        try:
-            client.alter_collection_properties(self.name, properties=meta)
-        except MilvusException as exc:  # older servers keep the schema description instead
-            log.debug("collection properties not supported: %s", exc)
-        self.hybrid_available = self.keyword_field = with_bm25
-        log.info("created collection %s (%s, hybrid=%s)", self.name, self._dense_index(), with_bm25)
-
-    def _dense_index(self) -> dict[str, Any]:
-        s = self.settings
-        params: dict[str, Any] = {}
-        if s.index_type == "IVF_FLAT":
-            params = {"nlist": s.index_nlist}
-        elif s.index_type == "HNSW":
-            params = {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}
-        return {"index_type": s.index_type, "metric_type": s.metric, "params": params}
-
-    def _describe_when_ready(self) -> dict[str, Any]:
-        """The collection's description, once it has its metadata and dense index: another
-        process (a second ingest) may be creating it this very moment."""
-        deadline = time.monotonic() + self.settings.connect_timeout_s
-        while True:
-            info = self.client.describe_collection(self.name)
-            names = {f["name"] for f in info.get("fields", [])}
-            if not {"vector", "doc_hash"} <= names or time.monotonic() > deadline:
-                return info
-            recorded = "rag.embedding_model" in (info.get("properties") or {}) or "rag.embedding_model" in str(
-                info.get("description")
-            )
-            if recorded and "vector" in self.client.list_indexes(self.name):
-                return info
-            time.sleep(0.2)
-
-    def _check_collection(self, *, check_model: bool = True) -> None:
-        info = self._describe_when_ready()
-        meta = collection_metadata(info)
-        fields = {f["name"]: f for f in info.get("fields", [])}
+    def _check_collection(self, *, check_model: bool = True, created: bool = False) -> None:
+        info = self.milvus.describe_when_ready()
+        meta = self.milvus.metadata(info)
+        fields = self.milvus.fields(info)
         if "vector" not in fields or "doc_hash" not in fields:
             raise StoreError(f"collection '{self.name}' was not made by this app; choose another with RAG_COLLECTION")
         dim = int(fields["vector"].get("params", {}).get("dim", 0))
@@ -308,8 +187,16 @@ class DocumentStore:
             )
         self.hybrid_available = "sparse" in fields
         self.keyword_field = "keywords" in fields
+        self.chunking_field = "chunking" in fields
+        if created:  # _create_collection gave its own notices
+            return
         if self.settings.hybrid and not self.hybrid_available:
             self._notice("this collection has no BM25 field: dense search only.")
+        if not self.chunking_field:
+            self._notice(
+                "this collection predates chunking records: changed chunk settings re-chunk a document only "
+                "when its file changes (re-index with `python -m ingest --reset --yes PATHS` to track them)."
+            )
 
     def _notice(self, text: str) -> None:
         log.warning(text)
@@ -317,33 +204,44 @@ class DocumentStore:
 
     @property
     def index_description(self) -> dict[str, Any]:
-        return self.client.describe_index(self.name, "vector")
+        return self.milvus.describe_index("vector")
+
+    def dense_search_params(self, k: int) -> dict[str, Any]:
+        """Dense search parameters for the configured index (LangChain's view uses them too)."""
+        return dense_search_params(self.settings, k)
+
+    _dense_search_params = dense_search_params  # the name rag.langchain_vectorstore first used
 
     # Writing ----------------------------------------------------------------------------
 
-    def version_state(self, source: str, content_hash: str) -> tuple[bool, bool]:
-        """(source known at all, this exact version stored completely and alone)."""
-        rows = self._call(
-            "query",
-            self.name,
-            filter=f"source == {quote(source)}",
-            output_fields=["doc_hash", "chunk_count"],
-            limit=QUERY_LIMIT,
-        )
+    def _chunking(self, chunking: str | None) -> str | None:
+        """The chunking to compare, or None where the collection records none (schema 1 and 2)."""
+        return chunking if self.chunking_field else None
+
+    def version_state(self, source: str, content_hash: str, chunking: str | None = None) -> tuple[bool, bool]:
+        """(source known at all, this exact version stored completely and alone).
+
+        A version is the file's content hash together with its ``chunking`` (``Chunker.signature``);
+        ``None`` compares the content hash only."""
+        chunking = self._chunking(chunking)
+        fields = ["doc_hash", "chunk_count", *(["chunking"] if chunking is not None else [])]
+        rows = self.milvus.rows(fields, source=source)
         if not rows:
             return False, False
-        hashes = {r["doc_hash"] for r in rows}
-        complete = hashes == {content_hash} and len(rows) == rows[0]["chunk_count"]
+        versions = {(r["doc_hash"], r.get("chunking") if chunking is not None else None) for r in rows}
+        complete = versions == {(content_hash, chunking)} and len(rows) == rows[0]["chunk_count"]
         return True, complete
 
-    def write(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    def write(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, chunking: str = "") -> None:
         """Upsert one document version, then delete whatever else is stored under its source."""
         if not chunks:
             return
-        self.upsert(chunks, vectors)
-        self.remove_stale(chunks[0])
+        self.upsert(chunks, vectors, chunking=chunking)
+        self.remove_stale(chunks[0], chunking=chunking)
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, added_at: int | None = None) -> None:
+    def upsert(
+        self, chunks: Sequence[Chunk], vectors: np.ndarray, *, added_at: int | None = None, chunking: str = ""
+    ) -> None:
         """Write some chunks of one document version (any part, any order, from any thread).
 
         Call ``remove_stale`` once every chunk of the version is written.
@@ -353,7 +251,7 @@ class DocumentStore:
         added_at = int(time.time()) if added_at is None else added_at
         rows = [
             {
-                "id": c.id,
+                "id": row_id(c, chunking),
                 "text": c.text,
                 "vector": vector,
                 "source": c.source,
@@ -365,60 +263,69 @@ class DocumentStore:
                 "doc_pages": c.doc_pages,
                 "doc_bytes": c.doc_bytes,
                 "added_at": added_at,
+                "chunking": chunking,
             }
             for c, vector in zip(chunks, vectors.tolist(), strict=True)
         ]
-        self.add_keywords(rows)
-        for start in range(0, len(rows), WRITE_BATCH):
-            self._call("upsert", self.name, rows[start : start + WRITE_BATCH])
+        self.copy_in(rows)
 
-    def add_keywords(self, rows: list[dict[str, Any]]) -> None:
-        """Fill the keyword field BM25 reads, where the collection has one (rows need ``text``)."""
-        if self.keyword_field:
-            for row in rows:
+    def copy_in(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert stored rows as they are (a migration copies chunks and vectors without re-embedding).
+
+        Fills the keyword field BM25 reads and drops the chunking record where the collection has none."""
+        for row in rows:
+            if self.keyword_field:
                 row["keywords"] = keyword_text(row["text"])
+            if self.chunking_field:
+                row.setdefault("chunking", "")
+            else:
+                row.pop("chunking", None)
+        self.milvus.upsert(rows)
 
     def bm25_query(self, query: str) -> str:
         """The query as BM25 must see it: reduced like the stored keywords, where they exist."""
         return keyword_text(query) if self.keyword_field else query
 
-    def remove_stale(self, chunk: Chunk) -> None:
+    def remove_stale(self, chunk: Chunk, *, chunking: str | None = "") -> None:
         """Delete what is stored under the chunk's source but is not part of its version."""
-        self._call(
-            "delete",
-            self.name,
-            filter=f"source == {quote(chunk.source)} and (doc_hash != {quote(chunk.content_hash)} "
-            f"or chunk_index >= {chunk.count})",
-        )
+        self.milvus.delete(source=chunk.source, outside=(chunk.content_hash, self._chunking(chunking), chunk.count))
+
+    def discard_version(self, source: str, content_hash: str, chunking: str | None = None) -> None:
+        """Delete the chunks of one version of a document (a write that failed half-way)."""
+        self.milvus.delete(source=source, version=(content_hash, self._chunking(chunking)))
 
     def delete(self, source: str) -> int:
         """Remove every chunk of a document; returns how many chunks were removed."""
-        before = self.count(f"source == {quote(source)}")
+        before = self.milvus.count(source=source)
         if before:
-            self._call("delete", self.name, filter=f"source == {quote(source)}")
+            self.milvus.delete(source=source)
         return before
 
     def reset(self) -> None:
         """Drop the collection and create it empty."""
-        self._call("drop_collection", self.name)
+        self.milvus.drop()
+        self.notices.clear()
         self._create_collection()
-        self.client.load_collection(self.name)
+        self.milvus.load()
+
+    def flush(self) -> None:
+        """Seal what was written into indexed segments (before many searches)."""
+        self.milvus.flush()
 
     # Reading ----------------------------------------------------------------------------
 
-    def count(self, filter: str = "") -> int:
-        rows = self._call("query", self.name, filter=filter, output_fields=["count(*)"])
-        return int(rows[0]["count(*)"]) if rows else 0
+    def count(self, source: str | None = None) -> int:
+        """Chunks stored (of one source, if given)."""
+        return self.milvus.count(source=source)
+
+    def document_count(self) -> int:
+        return self.milvus.count(first_chunks=True)
 
     def list_documents(self) -> list[StoredDocument]:
-        """One entry per stored document, newest first."""
-        rows = self._call(
-            "query",
-            self.name,
-            filter="chunk_index == 0",
-            output_fields=["source", "title", "doc_hash", "doc_pages", "chunk_count", "doc_bytes", "added_at"],
-            limit=QUERY_LIMIT,
-        )
+        """One entry per stored document, newest first (every document: the listing has no row cap)."""
+        fields = ["source", "title", "doc_hash", "doc_pages", "chunk_count", "doc_bytes", "added_at"]
+        if self.chunking_field:
+            fields.append("chunking")
         documents = [
             StoredDocument(
                 source=r["source"],
@@ -428,8 +335,9 @@ class DocumentStore:
                 chunks=int(r["chunk_count"]),
                 size_bytes=int(r["doc_bytes"]),
                 added_at=float(r["added_at"]),
+                chunking=str(r.get("chunking") or ""),
             )
-            for r in rows
+            for r in self.milvus.rows(fields, first_chunks=True)
         ]
         return sorted(documents, key=lambda d: (-d.added_at, d.source))
 
@@ -444,14 +352,14 @@ class DocumentStore:
         """Given chunks of one document (for merging neighbours into a passage)."""
         if not indexes:
             return []
-        rows = self._call(
-            "query",
-            self.name,
-            filter=f"source == {quote(source)} and chunk_index in {list(map(int, indexes))}",
-            output_fields=["id", "text", "page", "chunk_index"],
-            limit=len(indexes),
+        rows = self.milvus.query(
+            ["id", "text", "page", "chunk_index"], limit=len(indexes), source=source, chunk_indexes=indexes
         )
         return sorted(rows, key=lambda r: r["chunk_index"])
+
+    def rows_of(self, source: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored rows of one document (the doctor's and tests' view of its versions)."""
+        return self.milvus.rows(fields, source=source)
 
     def search(
         self,
@@ -474,33 +382,18 @@ class DocumentStore:
             return []  # only stop words: nothing for BM25 to match
         if mode == "hybrid" and not keywords.strip():
             mode = "dense"
-        expr = f"source in {json.dumps(list(sources), ensure_ascii=False)}" if sources else ""
         output = ["text", "vector", *META_FIELDS]
         vector = [float(x) for x in query_vector]
         if mode == "hybrid":
             fetch = max(k, fetch or 20)  # each side brings more candidates than are kept after fusion
-            requests = [
-                AnnSearchRequest([vector], "vector", self._dense_search_params(fetch), fetch, expr=expr or None),
-                AnnSearchRequest([keywords], "sparse", BM25_SEARCH_PARAMS, fetch, expr=expr or None),
-            ]
-            results = self._call(
-                "hybrid_search", self.name, reqs=requests, ranker=self._ranker(), limit=k, output_fields=output
-            )
+            results = self.milvus.hybrid_search(vector, keywords, k=k, fetch=fetch, fields=output, sources=sources)
+        elif mode == "dense":
+            results = self.milvus.dense_search(vector, k=k, fields=output, sources=sources)
         else:
-            dense = mode == "dense"
-            results = self._call(
-                "search",
-                self.name,
-                data=[vector] if dense else [keywords],
-                anns_field="vector" if dense else "sparse",
-                search_params=self._dense_search_params(k) if dense else BM25_SEARCH_PARAMS,
-                limit=k,
-                filter=expr,
-                output_fields=output,
-            )
+            results = self.milvus.bm25_search(keywords, k=k, fields=output, sources=sources)
         hits = []
         query_np = np.asarray(vector, dtype=np.float32)
-        for result in results[0] if results else []:
+        for result in results:
             entity = result["entity"]
             chunk_vector = np.asarray(entity["vector"], dtype=np.float32)
             hits.append(
@@ -517,77 +410,9 @@ class DocumentStore:
             )
         return hits
 
-    def as_vectorstore(self) -> Milvus:
-        """The same collection as a LangChain ``langchain_milvus.Milvus`` vector store.
+    def as_vectorstore(self) -> DocumentVectorStore:
+        """The same collection as a LangChain vector store (a ``langchain_milvus.Milvus``):
+        add, upsert and delete by id, search, get by ids; see ``rag.langchain_vectorstore``."""
+        from rag.langchain_vectorstore import document_vectorstore
 
-        For use in your own chains: it searches with the product's embedder and index
-        parameters. On a hybrid collection name the ranker, as Milvus Lite refuses the
-        default weights: ``as_retriever(search_kwargs={"k": 4, "ranker_type": "rrf"})``.
-        BM25 there reads the stemmed keyword field, so pass queries through
-        ``keyword_text`` for the BM25 side to match fully, and add documents with the
-        ingest pipeline (this class does not fill the keyword field).
-        The product's own paths use the client directly because they need what that class
-        does not offer: upserts of vectors computed once, dense-only and BM25-only search on
-        a hybrid collection, and the stored vectors back for cosine relevance scores.
-        """
-        from langchain_milvus import BM25BuiltInFunction
-        from langchain_milvus import Milvus as LangChainMilvus
-
-        hybrid = self.hybrid_available
-        dense_params = self._dense_search_params(self.settings.top_k)
-        return LangChainMilvus(
-            embedding_function=self.embedder,
-            collection_name=self.name,
-            connection_args={"uri": self.uri, "token": self.settings.milvus_token},
-            consistency_level="Strong",
-            primary_field="id",
-            text_field="text",
-            vector_field=["vector", "sparse"] if hybrid else "vector",
-            builtin_function=BM25BuiltInFunction(
-                input_field_names="keywords" if self.keyword_field else "text", output_field_names="sparse"
-            )
-            if hybrid
-            else None,
-            # Milvus Lite refuses langchain-milvus's default sparse parameters (drop_ratio_build).
-            search_params=[dense_params, BM25_SEARCH_PARAMS] if hybrid else dense_params,
-        )
-
-    def _dense_search_params(self, k: int) -> dict[str, Any]:
-        s = self.settings
-        params: dict[str, Any] = {}
-        if s.index_type == "IVF_FLAT":
-            params = {"nprobe": min(s.index_nprobe, s.index_nlist)}
-        elif s.index_type == "HNSW":
-            params = {"ef": max(s.hnsw_ef, k)}
-        return {"metric_type": s.metric, "params": params}
-
-    def _ranker(self) -> RRFRanker | WeightedRanker:
-        s = self.settings
-        if s.hybrid_ranker == "weighted":
-            return WeightedRanker(s.hybrid_dense_weight, 1 - s.hybrid_dense_weight)
-        return RRFRanker(s.rrf_k)
-
-
-def add_provenance_fields(schema: Any) -> None:
-    """The fields that say where a chunk comes from (the same in every schema version)."""
-    schema.add_field("source", DataType.VARCHAR, max_length=2048)
-    schema.add_field("title", DataType.VARCHAR, max_length=1024)
-    for name in ("page", "chunk_index", "chunk_count", "doc_pages", "doc_bytes", "added_at"):
-        schema.add_field(name, DataType.INT64)
-    schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
-
-
-def _is_connection_error(exc: MilvusException) -> bool:
-    text = str(exc).lower()
-    return any(word in text for word in ("unavailable", "connect", "deadline", "closed channel", "timeout"))
-
-
-def _already_exists(exc: MilvusException) -> bool:
-    text = str(exc).lower()
-    # Milvus Lite's server answers a create that races another with "[Errno 17] File exists".
-    return "already exist" in text or "duplicate collection" in text or "file exists" in text
-
-
-def _is_not_loaded(exc: MilvusException) -> bool:
-    text = str(exc).lower()
-    return exc.code == 101 or "not loaded" in text or "state 'released'" in text
+        return document_vectorstore(self)

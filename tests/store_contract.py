@@ -37,8 +37,9 @@ import pytest
 from rag.chunking import chunk_id
 from rag.config import Settings
 from rag.embedding import Embedder
+from rag.milvus import MilvusCollection
 from rag.records import Chunk
-from rag.store import DocumentStore, EmbeddingModelMismatchError, quote
+from rag.store import DocumentStore, EmbeddingModelMismatchError
 
 # Servers -------------------------------------------------------------------------------
 
@@ -88,8 +89,6 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         """Start it and wait until it answers a version request."""
-        from pymilvus import MilvusClient
-
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
@@ -101,9 +100,9 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             if port_open(self.port):
                 try:
-                    client = MilvusClient(uri=self.uri, timeout=5)
-                    self.version = str(client.get_server_version())
-                    client.close()
+                    collection = MilvusCollection(Settings(milvus_uri=self.uri, connect_timeout_s=5)).connect()
+                    self.version = collection.server_version
+                    collection.close()
                     return self
                 except Exception:
                     pass
@@ -235,7 +234,7 @@ def make_document(
 def rows_of(store: DocumentStore, source: str) -> list[dict]:
     """The stored rows of one source: id, version, position and when they were added."""
     fields = ["id", "doc_hash", "chunk_index", "chunk_count", "added_at"]
-    return store.client.query(store.name, filter=f"source == {quote(source)}", output_fields=fields, limit=16_384)
+    return store.rows_of(source, fields)
 
 
 def vectors_for(embedder: Embedder, chunks: Sequence[Chunk]) -> np.ndarray:
@@ -248,13 +247,7 @@ def unique_collection() -> str:
 
 def collection_metadata(store: DocumentStore) -> dict[str, str]:
     """The model metadata recorded with the collection (properties, or the schema description)."""
-    import json
-
-    info = store.client.describe_collection(store.name)
-    meta = dict(info.get("properties") or {})
-    if "rag.embedding_model" not in meta:
-        meta = json.loads(info.get("description") or "{}")
-    return meta
+    return store.milvus.metadata()
 
 
 # The contract --------------------------------------------------------------------------
@@ -288,8 +281,8 @@ class StoreContract:
         yield open_
         for store in opened:
             try:
-                if store._client is not None and store.client.has_collection(store.name):
-                    store.client.drop_collection(store.name)
+                if store.milvus.connected:
+                    store.milvus.drop_if_exists()
             finally:
                 store.close()
 
@@ -305,11 +298,11 @@ class StoreContract:
 
     def test_creates_collection_with_model_metadata(self, open_store, embedder):
         store = open_store()
-        assert store.client.has_collection(store.name)
+        assert store.milvus.exists()
         meta = collection_metadata(store)
         assert meta["rag.embedding_model"] == embedder.model_name
         assert meta["rag.dimension"] == str(embedder.dimension)
-        fields = {f["name"]: f for f in store.client.describe_collection(store.name)["fields"]}
+        fields = store.milvus.fields()
         assert int(fields["vector"]["params"]["dim"]) == embedder.dimension
         index = store.index_description
         assert index["index_type"] == store.settings.index_type
@@ -346,7 +339,7 @@ class StoreContract:
         assert store.version_state("doc.md", digest) == (True, True)
         assert store.version_state("doc.md", "0" * 64) == (True, False)
         assert store.version_state("other.md", digest) == (False, False)
-        assert store.count(f"source == {quote('doc.md')}") == len(chunks)
+        assert store.count("doc.md") == len(chunks)
 
     def test_writing_the_same_version_again_is_an_upsert(self, open_store, embedder):
         store = open_store()
@@ -368,9 +361,7 @@ class StoreContract:
         store = open_store()
         old = self.write(store, embedder, make_document("doc.md", TOPICS["volcano"], "v1"))
         new = self.write(store, embedder, make_document("doc.md", TOPICS["chess"], "v2"))
-        rows = store.client.query(
-            store.name, filter=f"source == {quote('doc.md')}", output_fields=["doc_hash", "chunk_index"], limit=100
-        )
+        rows = store.rows_of("doc.md", ["doc_hash", "chunk_index"])
         assert len(rows) == len(new) < len(old)
         assert {r["doc_hash"] for r in rows} == {new[0].content_hash}
         assert sorted(r["chunk_index"] for r in rows) == list(range(len(new)))

@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.doctor import diagnose, format_report, run_doctor
 from rag.local_server import LocalServer
 from rag.pipeline import Ingestor
-from rag.store import DocumentStore, quote
+from rag.store import DocumentStore
 
 
 @pytest.fixture()
@@ -86,7 +86,7 @@ def test_torn_document_with_two_versions(settings: Settings, embedder, doc_store
 
 def test_orphan_chunks(settings: Settings, embedder, doc_store: DocumentStore):
     write(doc_store, embedder, make_document("orphan.md", TOPICS["chess"]))
-    doc_store.client.delete(doc_store.name, filter=f"source == {quote('orphan.md')} and chunk_index == 0")
+    doc_store.milvus.delete(source="orphan.md", first_chunks=True)  # fault injection: lose the first chunk
     report = diagnose(settings)
     assert report.exit_code == 1
     assert report.orphans == ["orphan.md"] and report.documents == 0

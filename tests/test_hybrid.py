@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from store_contract import make_document, vectors_for
 
-import rag.store
+import rag.milvus
 from rag.eval.beir import BeirDataset, ingest_corpus, load_beir, search_documents
 from rag.eval.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
+from rag.milvus import CollectionSpec, MilvusCollection
 from rag.store import DocumentStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,35 +89,25 @@ def test_query_of_stop_words_only(store: DocumentStore, embedder) -> None:
     assert len(store.search(query, vector, k=3, mode="hybrid")) == 3  # dense alone fills it
 
 
-def create_schema_1_collection(store: DocumentStore, client) -> None:
-    """A collection as the first release made it: BM25 read the text field itself."""
-    from pymilvus import DataType, Function, FunctionType
-
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(store._metadata()))
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-    schema.add_field("text", DataType.VARCHAR, max_length=65_535, enable_analyzer=True)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=store.embedder.dimension)
-    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_function(
-        Function("text_bm25", FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"])
+def create_schema_1_collection(settings, embedder) -> None:
+    """A collection as the first release made it: BM25 read the text field itself, no chunking record."""
+    collection = MilvusCollection(settings).connect()
+    meta = {"rag.schema": "1", "rag.embedding_model": embedder.model_name, "rag.dimension": str(embedder.dimension)}
+    spec = CollectionSpec(
+        embedder.dimension, meta, bm25=True, keyword_field=False, chunking_field=False, dynamic_field=False
     )
-    rag.store.add_provenance_fields(schema)
-    index_params = client.prepare_index_params()
-    index_params.add_index("vector", **store._dense_index())
-    index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={})
-    client.create_collection(store.name, schema=schema, index_params=index_params, properties=store._metadata())
+    try:
+        collection.create(spec)
+    finally:
+        collection.close()
 
 
 def test_collection_of_schema_1_keeps_working(settings, embedder) -> None:
-    store = DocumentStore(settings, embedder)
-    client = store.connect()
-    try:
-        create_schema_1_collection(store, client)
-    finally:
-        client.close()
+    create_schema_1_collection(settings, embedder)
     old = DocumentStore(settings, embedder).open()
     try:
-        assert old.hybrid_available and not old.keyword_field
+        assert old.hybrid_available and not old.keyword_field and not old.chunking_field
+        assert any("predates chunking records" in notice for notice in old.notices)
         write_docs(old, embedder, DOCS)
         assert top_sources(old, embedder, CODE_QUERY, "bm25") == ["firmware.txt"]  # raw words, no stems
         assert top_sources(old, embedder, CODE_QUERY, "hybrid")[0] == "firmware.txt"
@@ -125,7 +116,7 @@ def test_collection_of_schema_1_keeps_working(settings, embedder) -> None:
 
 
 def test_hybrid_falls_back_to_dense_without_bm25_field(settings, embedder, monkeypatch) -> None:
-    monkeypatch.setattr(rag.store, "_supports_bm25", lambda version: False)
+    monkeypatch.setattr(rag.milvus, "supports_bm25", lambda version: False)
     store = DocumentStore(settings, embedder).open()
     try:
         assert not store.hybrid_available

@@ -19,6 +19,8 @@ import pytest
 from ingest.cli import main
 from rag.config import Settings, bundled_embedding_model
 from rag.embedding import Embedder
+from rag.pipeline import Ingestor
+from rag.records import Outcome
 from rag.services import Services
 from rag.store import DocumentStore
 
@@ -204,9 +206,37 @@ def test_delete_by_name_refuses_an_ambiguous_one(tmp_path: Path, command) -> Non
     status, out, _ = command("--json", "--delete", "same.txt", "--delete", "nothing.txt")
     assert status == 1
     assert json.loads(out) == [
-        {"source": "y/same.txt", "deleted_chunks": 1, "error": None},
-        {"source": "nothing.txt", "deleted_chunks": 0, "error": "no stored document by that name"},
+        {"source": "y/same.txt", "deleted_chunks": 1, "upload_removed": False, "error": None},
+        {
+            "source": "nothing.txt",
+            "deleted_chunks": 0,
+            "upload_removed": False,
+            "error": "no stored document by that name",
+        },
     ]
+    assert command("--list", "--json")[1].strip() == "[]"
+    assert (tmp_path / "x" / "same.txt").exists()  # a file ingested from elsewhere is never removed
+
+
+def test_delete_removes_the_uploaded_copy_too(tmp_path: Path, command, embedder: Embedder) -> None:
+    settings = Settings()  # the command's own settings: RAG_DATA_DIR and RAG_COLLECTION of this test
+    store = DocumentStore(settings, embedder).open()
+    try:
+        uploaded = Ingestor(settings, embedder, store).ingest_upload("Whale notes.txt", WHALES.encode())
+    finally:
+        store.close()
+    copy = settings.uploads_dir / "Whale notes.txt"
+    assert uploaded.outcome is Outcome.ADDED and uploaded.path == copy.resolve()
+    assert copy.read_text() == WHALES
+
+    status, out, _ = command("--delete", "Whale notes.txt")
+
+    assert (status, re.sub(r"chunks?", "chunk", out)) == (
+        0,
+        "- deleted Whale notes.txt (1 chunk, and its uploaded copy)\n",
+    )
+    assert not copy.exists()
+    assert list(settings.uploads_dir.iterdir()) == []  # no staging file left either
     assert command("--list", "--json")[1].strip() == "[]"
 
 

@@ -14,7 +14,7 @@ from store_contract import rows_of
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import normalise_text
-from rag.pipeline import Ingestor, Progress, collect_files
+from rag.pipeline import Ingestor, Progress, collect_files, delete_document
 from rag.records import FileResult, Outcome
 from rag.store import DocumentStore
 
@@ -229,12 +229,12 @@ class FlakyStore(DocumentStore):
 
     writes_left: int | None = None
 
-    def upsert(self, chunks, vectors, *, added_at=None) -> None:
+    def upsert(self, chunks, vectors, *, added_at=None, chunking="") -> None:
         if self.writes_left is not None:
             if self.writes_left == 0:
                 raise ConnectionError("server went away")
             self.writes_left -= 1
-        super().upsert(chunks, vectors, added_at=added_at)
+        super().upsert(chunks, vectors, added_at=added_at, chunking=chunking)
 
 
 def test_a_write_that_fails_halfway_leaves_the_old_version_whole(
@@ -263,6 +263,61 @@ def test_a_write_that_fails_halfway_leaves_the_old_version_whole(
         assert_one_complete_version(store, retried.source, retried.chunks)
     finally:
         store.close()
+
+
+def test_other_chunk_settings_rechunk_the_same_file_and_replace_it(
+    tmp_path: Path, settings: Settings, embedder: Embedder
+) -> None:
+    path = tmp_path / "doc.txt"
+    path.write_text(" ".join(f"Rule {i}: the borrow checker rejects aliased mutation of values." for i in range(30)))
+    content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    coarse = settings.model_copy(update={"chunk_size": 96, "chunk_overlap": 8, "embedding_batch_size": 1})
+    fine = settings.model_copy(update={"chunk_size": 40, "chunk_overlap": 4, "embedding_batch_size": 1})
+    store = FlakyStore(coarse, embedder).open()
+    try:
+        first = Ingestor(coarse, embedder, store).ingest([path]).files[0]
+        assert first.outcome is Outcome.ADDED
+        assert Ingestor(coarse, embedder, store).ingest([path]).files[0].outcome is Outcome.UNCHANGED
+
+        rechunker = Ingestor(fine, embedder, store)
+        store.writes_left = 1  # the new chunking fails half-way: the old one must stay whole
+        failed = rechunker.ingest([path]).files[0]
+        assert failed.outcome is Outcome.FAILED
+        assert_one_complete_version(store, first.source, first.chunks)
+        store.writes_left = None
+
+        replaced = rechunker.ingest([path]).files[0]
+
+        assert replaced.outcome is Outcome.REPLACED
+        assert replaced.chunks > first.chunks + 4  # smaller chunks: more of them
+        rows = assert_one_complete_version(store, first.source, replaced.chunks)
+        assert {r["doc_hash"] for r in rows} == {content_hash}  # the file's own hash stays visible
+        [listed] = store.list_documents()
+        assert (listed.content_hash, listed.chunks) == (content_hash, replaced.chunks)
+        assert listed.chunking == rechunker.chunking != Ingestor(coarse, embedder, store).chunking
+        assert rechunker.ingest([path]).files[0].outcome is Outcome.UNCHANGED
+        back = Ingestor(coarse, embedder, store).ingest([path]).files[0]
+        assert (back.outcome, back.chunks) == (Outcome.REPLACED, first.chunks)
+    finally:
+        store.close()
+
+
+def test_uploads_are_kept_only_once_they_ingested(settings: Settings, ingestor: Ingestor, store: DocumentStore) -> None:
+    good = ingestor.ingest_upload("../../Whales.txt", (WHALES * 3).encode())
+    copy = settings.uploads_dir / "Whales.txt"
+    assert (good.outcome, good.source, good.path) == (Outcome.ADDED, "Whales.txt", copy.resolve())
+    assert copy.read_text() == WHALES * 3
+
+    bad = ingestor.ingest_upload("Whales.txt", b"")  # a failed upload never replaces the good copy
+    assert bad.outcome is Outcome.FAILED
+    assert copy.read_text() == WHALES * 3
+    assert sorted(p.name for p in settings.uploads_dir.iterdir()) == ["Whales.txt"]  # no staging file left
+    refused = ingestor.ingest_upload("tool.exe", b"MZ")
+    assert (refused.outcome, refused.error) == (Outcome.FAILED, "unsupported file type '.exe'")
+
+    deletion = delete_document(settings, store, "Whales.txt")
+    assert (deletion.chunks, deletion.upload_removed) == (good.chunks, True)
+    assert not copy.exists() and store.list_documents() == []
 
 
 def test_a_model_failure_halfway_leaves_the_old_version_whole(

@@ -10,6 +10,7 @@ from store_contract import make_document, rows_of
 
 from rag.config import Settings, bundled_embedding_model
 from rag.embedding import Embedder
+from rag.milvus import MilvusCollection, dense_index_params
 from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError
 
 TOPICS = {
@@ -62,7 +63,11 @@ def test_ivf_flat_with_l2_and_128_lists(settings: Settings, embedder: Embedder, 
     configured = settings.model_copy(update={"index_type": "IVF_FLAT", "metric": "L2", "index_nlist": 128})
     store = DocumentStore(configured, embedder).open()
     try:
-        assert store._dense_index() == {"index_type": "IVF_FLAT", "metric_type": "L2", "params": {"nlist": 128}}
+        assert dense_index_params(store.settings) == {
+            "index_type": "IVF_FLAT",
+            "metric_type": "L2",
+            "params": {"nlist": 128},
+        }
         fill(store, topic_vectors)
         question = "How is a sourdough loaf leavened?"
 
@@ -209,11 +214,34 @@ def test_reset_reindexes_a_collection_made_with_another_model(
 
 
 def test_a_foreign_collection_is_never_used_or_dropped(settings: Settings, embedder: Embedder) -> None:
-    store = DocumentStore(settings, embedder).open()
-    store.client.create_collection("foreign", dimension=8)
-    store.close()
     foreign = settings.model_copy(update={"collection": "foreign"})
+    DocumentStore(settings, embedder).open().close()
+    other_app = MilvusCollection(foreign).connect()
+    other_app.create_quick(dimension=8)  # a collection of someone else's shape
+    other_app.close()
 
     for check_model in (True, False):
         with pytest.raises(StoreError, match="was not made by this app; choose another with RAG_COLLECTION"):
             DocumentStore(foreign, embedder).open(check_model=check_model)
+
+
+def test_listing_and_version_checks_read_every_page(settings: Settings, embedder: Embedder) -> None:
+    """Reads go through query iterators: with a page of 4 rows, 30 documents and a 13-chunk one are all seen."""
+    store = DocumentStore(settings, embedder, read_batch=4).open()
+    try:
+        texts = [f"note {i} about krill and whales" for i in range(30)]
+        vectors = embedder.encode(texts)
+        store.upsert([c for i, t in enumerate(texts) for c in make_document(f"n{i:02}.txt", [t], page=1)], vectors)
+        long = make_document("long.txt", [f"part {i} of the long document" for i in range(13)], page=1)
+        store.write(long, embedder.encode([c.text for c in long]))
+
+        listed = store.list_documents()
+
+        assert sorted(d.source for d in listed) == sorted([f"n{i:02}.txt" for i in range(30)] + ["long.txt"])
+        assert store.count() == 43
+        assert store.version_state("long.txt", long[0].content_hash) == (True, True)
+        assert len(store.rows_of("long.txt", ["chunk_index"])) == 13
+        store.milvus.delete(source="long.txt", chunk_indexes=[12])  # fault injection: lose the last chunk
+        assert store.version_state("long.txt", long[0].content_hash) == (True, False)
+    finally:
+        store.close()

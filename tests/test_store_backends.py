@@ -108,7 +108,7 @@ def _fill(settings: Settings, embedder) -> dict[str, int]:
 
 def _rows(store: DocumentStore) -> dict[str, dict]:
     fields = ["id", "text", "vector", "source", "doc_hash", "chunk_index", "chunk_count", "page", "added_at"]
-    rows = store.client.query(store.name, filter="", output_fields=fields, limit=1000)
+    rows = store.milvus.rows(fields)
     return {r["id"]: r for r in rows}
 
 
@@ -171,6 +171,6 @@ def test_migrate_to_milvus23_is_dense_only(tmp_path: Path, embedder, milvus23: S
         assert not store.hybrid_available
         hits = Retriever(target, embedder, store).retrieve("Sicilian Defence opening").hits
         assert hits and hits[0].source == "docs/chess.md"
-        store.client.drop_collection(store.name)
+        store.milvus.drop()
     finally:
         store.close()

@@ -236,15 +236,18 @@ def ingest_corpus(
     for published scores, not how the product ingests).
     """
     seconds: dict[str, float] = {}
-    split = whole_document if whole_documents else Ingestor(settings, embedder, store).chunker.split_document
-    stored = {d.source: (d.content_hash, d.chunks) for d in store.list_documents()}
+    ingestor = Ingestor(settings, embedder, store)
+    split = whole_document if whole_documents else ingestor.chunker.split_document
+    chunking = "whole" if whole_documents else ingestor.chunking
+    stored = {d.source: (d.content_hash, d.chunks, d.chunking) for d in store.list_documents()}
     started = time.perf_counter()
     documents: list[list[Chunk]] = []
     total = 0
     for doc_id, (title, text) in tqdm(dataset.corpus.items(), desc="chunk", unit="doc"):
         chunks = split(as_document(doc_id, title, text, raw=whole_documents))
         total += len(chunks)
-        if chunks and stored.get(doc_id) != (chunks[0].content_hash, len(chunks)):
+        wanted = (chunks[0].content_hash, len(chunks), chunking if store.chunking_field else "") if chunks else None
+        if chunks and stored.get(doc_id) != wanted:
             documents.append(chunks)
     seconds["chunk"] = time.perf_counter() - started
     if not documents:
@@ -263,15 +266,15 @@ def ingest_corpus(
         part = vectors[offset : offset + len(chunks)]
         offset += len(chunks)
         if chunks[0].source in stored:
-            store.write(chunks, part)  # replaces the stored version
+            store.write(chunks, part, chunking=chunking)  # replaces the stored version
         else:
             # Nothing is stored under this source, so write()'s removal of stale chunks has
             # nothing to do; skipping it matters: Milvus Lite filters unflushed rows in Python,
             # which makes one delete per document quadratic in the corpus size.
-            store.upsert(chunks, part)
+            store.upsert(chunks, part, chunking=chunking)
     # Unflushed rows are searched by brute force and BM25 rebuilds their inverted index on
     # every query; a flush turns them into an indexed segment.
-    store.client.flush(store.name)
+    store.flush()
     seconds["store"] = time.perf_counter() - started
     return total, seconds
 
