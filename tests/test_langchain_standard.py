@@ -146,3 +146,33 @@ def test_ingested_chunks_read_back_with_their_provenance(volcano_retriever: Retr
     assert (found.metadata["page"], found.metadata["chunk_index"], found.metadata["chunk_count"]) == (-1, 0, 1)
     assert vectorstore.get_by_ids([found.id]) == [found]
     assert vectorstore.similarity_search("the", k=2)  # stop words only: dense search still answers
+
+
+def test_a_collection_without_dynamic_field_keeps_title_and_page(lite_folder: Path, embedder, caplog) -> None:
+    """Collections made before the dynamic field: LangChain still adds and finds, metadata maps onto fields."""
+    from rag.milvus import CollectionSpec, MilvusCollection
+
+    settings = Settings(data_dir=lite_folder, collection=f"lc_{uuid.uuid4().hex[:12]}")
+    meta = {"rag.schema": "3", "rag.embedding_model": embedder.model_name, "rag.dimension": str(embedder.dimension)}
+    collection = MilvusCollection(settings).connect()
+    try:
+        collection.create(CollectionSpec(embedder.dimension, meta, bm25=True, dynamic_field=False))
+    finally:
+        collection.close()
+    store = DocumentStore(settings, embedder).open()
+    try:
+        vectorstore = store.as_vectorstore()
+        assert not vectorstore.keeps_metadata
+        (key,) = vectorstore.add_documents(
+            [Document("Lake Zenda is deep.", metadata={"source": "a/notes.md", "page": 2})]
+        )
+        assert "no dynamic field" in caplog.text
+        (found,) = vectorstore.get_by_ids([key])
+        assert (found.metadata["title"], found.metadata["page"], found.metadata["source"]) == (
+            "notes.md",
+            2,
+            f"langchain:{key}",
+        )
+        assert vectorstore.similarity_search("How deep is Lake Zenda?", k=1) == [found]
+    finally:
+        store.close()
