@@ -166,8 +166,8 @@ class NumberCopyProcessor(_processor_base()):  # type: ignore[misc]
             complete = self.citations if citation else self.allowed
             prefixes = self.citation_prefixes if citation else self.prefixes
             stripped = run.rstrip(".,")
-            if match.end() == len(text) and token:  # still being written
-                if run not in prefixes and stripped not in prefixes:
+            if match.end() == len(text) and token:  # still being written, or ended by one . or ,
+                if run not in prefixes and not (run[-1] in ".," and run[:-1] in complete):
                     return False
             elif stripped not in complete:  # ended by the token
                 return False

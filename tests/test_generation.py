@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
+from rag.decoding import find_loop, first_loop
 from rag.generation import Q4_LAYOUT, Generator, TransformersGenerator, gguf_cache_dir
 
 CONTEXT = (
@@ -124,19 +126,48 @@ def test_bundled_model_decodes_on_its_own_4bit_weights(generator: TransformersGe
     assert (copy / Q4_LAYOUT).is_file() and (copy / "config.json").is_file()
 
 
+FIXED_PROMPTS = [
+    "How tall is the Eiffel Tower?",
+    "When was the Eiffel Tower completed?",
+    "What is the Eiffel Tower made of?",
+    "In which city is the Eiffel Tower?",
+    "Why was the Eiffel Tower built?",
+    "Describe the Eiffel Tower in one sentence.",
+]
+
+
 @pytest.mark.slow
-def test_4bit_decoding_answers_like_float32(generator: TransformersGenerator) -> None:
-    """Same weights, bfloat16 activations: the answer keeps its facts and starts the same."""
+def test_4bit_decoding_chooses_the_tokens_float32_would(generator: TransformersGenerator) -> None:
+    """The 4-bit path decodes a few tokens for each fixed prompt; float32, fed the same prefix,
+    must pick the same next token at most positions. Comparing whole answers token by token
+    would fail on the first near-tie, so this compares choices one position at a time."""
+    import torch
+
     if "4-bit" not in generator.weights_description:
         pytest.skip("the 4-bit path is not in use on this machine")
     exact = TransformersGenerator(Settings(llm_quantize="none", model_cache_dir=generator.settings.model_cache_dir))
-    messages = ask("When was the Eiffel Tower completed, and how tall is it?")
-    fast = generator.generate(messages, max_new_tokens=30, temperature=0)
-    plain = exact.generate(messages, max_new_tokens=30, temperature=0)
+    exact.load()
     assert "float32" in exact.weights_description
-    for fact in ("1889", "330"):
-        assert (fact in fast) == (fact in plain)
-    assert fast.split()[:5] == plain.split()[:5]
+    tokenizer = generator._tokenizer
+    agree = total = 0
+    gaps = []
+    for question in FIXED_PROMPTS:
+        messages = ask(question)
+        prompt = generator._encode(messages)["input_ids"]
+        answer = generator.generate(messages, max_new_tokens=12, temperature=0)
+        chosen = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.cat([prompt, chosen], dim=-1)
+        with torch.inference_mode():
+            logits = exact._model(input_ids=ids).logits[0, prompt.shape[-1] - 1 : -1].float()
+        picks = logits.argmax(-1)
+        agree += int((picks == chosen[0]).sum())
+        total += chosen.shape[-1]
+        # How much worse float32 finds the 4-bit choice than its own first choice (log-probability).
+        logp = logits.log_softmax(-1)
+        gaps.append(float((logp.max(-1).values - logp.gather(-1, chosen[0][:, None])[:, 0]).mean()))
+    assert total >= 6 * len(FIXED_PROMPTS)
+    assert agree / total >= 0.85, f"float32 agrees with {agree} of {total} 4-bit choices"
+    assert max(gaps) < 0.5, gaps
 
 
 @pytest.mark.slow
@@ -165,3 +196,73 @@ def test_constructor_is_cheap() -> None:
     assert not gen.is_loaded
     with pytest.raises(FileNotFoundError):
         gen.load()
+
+
+# Decoding guards ------------------------------------------------------------------------------
+
+LOOPING = [{"role": "user", "content": "Write the letters A B C again and again without stopping."}]
+
+
+def test_find_loop_sees_repeats_at_the_end_only() -> None:
+    assert find_loop(list(range(40))) is None  # no repeats
+    assert find_loop([1, 2, 3, 1, 2, 3]) is None  # a doubled short phrase is not a loop
+    assert find_loop([7] * 10) is None  # a short run is not yet one
+    loop = find_loop([5, 6] + [1, 2] * 12)
+    assert loop is not None and loop.period == 2 and loop.keep == 4  # the first copy stays
+    sentence = list(range(100, 114))  # a 14-token unit repeated once: a loop
+    loop = find_loop([1, 2, 3, *sentence, *sentence])
+    assert loop is not None and loop.keep == 3 + len(sentence)
+    assert find_loop([1, 2, 3, *sentence, *sentence, 9]) is None  # the repeats ended: not at the end
+
+
+@pytest.mark.slow
+def test_a_character_loop_is_found_in_real_token_ids(generator: TransformersGenerator) -> None:
+    tokenizer = generator._tokenizer
+    ids = tokenizer("The answer is Dr. Y-Y-Y-Y-Y-Y-Y-Y-Y-Y-Y-Y-Y-Y-Y", add_special_tokens=False)["input_ids"]
+    loop = first_loop(ids)
+    assert loop is not None and loop.period == 2
+    kept = tokenizer.decode(ids[: loop.keep])
+    assert kept.startswith("The answer is Dr. Y") and kept.count("Y-") <= 2
+    normal = "The Eiffel Tower was completed in 1889. It is 330 metres tall, and it stands in Paris [1]."
+    assert first_loop(tokenizer(normal, add_special_tokens=False)["input_ids"]) is None
+
+
+@pytest.mark.slow
+def test_a_looping_generation_is_stopped_and_trimmed(
+    generator: TransformersGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = generator._tokenizer
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"loop_guard": False}))
+    unguarded = generator.generate(LOOPING, max_new_tokens=120, temperature=0)
+    assert first_loop(tokenizer(unguarded, add_special_tokens=False)["input_ids"]) is not None
+    assert generator.last_decode is not None and not generator.last_decode.loop_stopped
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"loop_guard": True}))
+    pieces = list(generator.stream(LOOPING, max_new_tokens=120, temperature=0))
+    guarded = "".join(pieces)
+    report = generator.last_decode
+    assert report is not None and report.loop_stopped and report.trimmed_chars > 0
+    assert first_loop(tokenizer(guarded, add_special_tokens=False)["input_ids"]) is None
+    assert guarded and unguarded.startswith(guarded)  # greedy: the same text, cut where the loop began
+    assert len(guarded) < len(unguarded) / 2
+
+
+@pytest.mark.slow
+def test_copy_constrained_numbers_come_from_the_sources(
+    generator: TransformersGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.decoding import NumberCopyProcessor, source_numbers
+
+    allowed = source_numbers([CONTEXT])
+    assert {"1889", "330"} <= allowed
+    tokenizer = generator._tokenizer
+    numbers = NumberCopyProcessor(tokenizer, generator._vocabulary_texts(), allowed, 0, citations=2)
+    assert numbers._run_ok("It is ", "33") and numbers._run_ok("It is 33", "0")
+    assert not numbers._run_ok("It is ", "34") and not numbers._run_ok("It is 33", " metres")
+    assert numbers._run_ok("It is 330", " metres") and numbers._run_ok("tall [", "2")
+    assert not numbers._run_ok("tall [", "3") and not numbers._run_ok("in 18", "90")
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"copy_numbers": "on"}))
+    messages = ask("How tall is the Eiffel Tower, in feet and in metres, and how much does it weigh?")
+    answer = generator.generate(messages, max_new_tokens=60, temperature=0, sources=[CONTEXT])
+    assert generator.last_decode is not None and generator.last_decode.copy_numbers
+    written = set(re.findall(r"\d(?:[\d.,]*\d)?", answer))
+    assert written <= allowed | {"1", "2"}, answer
