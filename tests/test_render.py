@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 from app_pages.render import UNSUPPORTED_MARK, answer_html, find_span, key_sentence_html, plain_html, sources_html
@@ -129,3 +130,17 @@ def test_find_span_allows_any_whitespace_and_nothing_else():
     assert find_span("a  b\nc d", "b c") == (3, 6)
     assert find_span("a b c", "a c") is None
     assert find_span("a b c", "  ") is None
+
+
+def test_markdown_escape_breaks_autolinks_invisibly():
+    from app_pages.shared import WORD_JOINER, escape
+
+    escaped = escape("www.youtube.com/watch https://evil.example/a_b me@example.com notes.md")
+    unescaped = escaped.replace("\\", "")  # what markdown shows, less the invisible joiners
+    assert (
+        unescaped.replace(WORD_JOINER, "") == "www.youtube.com/watch https://evil.example/a_b me@example.com notes.md"
+    )
+    # None of the patterns Streamlit's markdown links is left whole.
+    for pattern in (r"www\.", r"https?://", r"@\w"):
+        assert not re.search(pattern, unescaped), pattern
+    assert escape("notes.md") == "notes\\.md"  # plain names read as before
