@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
@@ -75,7 +75,11 @@ class Settings(BaseSettings):
         "",
         description="Milvus Lite path (default <data_dir>/milvus.db) or a server URI such as http://host:19530.",
     )
-    milvus_token: str = Field("", description="Token or user:password for a Milvus server or Zilliz Cloud.")
+    milvus_token: SecretStr = Field(
+        SecretStr(""),
+        description="Token or user:password for a Milvus server or Zilliz Cloud; a secret: "
+        "repr, logs and reports show it as **********. Read it with .get_secret_value().",
+    )
     collection: str = Field("documents", description="Milvus collection name.")
     index_type: IndexType = Field("HNSW", description="Dense vector index.")
     metric: Metric = Field("COSINE", description="Dense vector metric.")
