@@ -356,9 +356,17 @@ class MilvusCollection:
         self._call(lambda c: c.create_collection(self.name, dimension=dimension), "create_collection")
 
     def _made_by_someone_else(self, spec: CollectionSpec) -> bool:
-        """After a failed create: whether the collection now exists complete (a racing process made it)."""
-        fields = self.fields()
-        return "vector" in fields and (not spec.bm25 or "sparse" in fields)
+        """After a failed create: whether the collection now exists complete (a racing process made it).
+
+        A collection left half-made by a refused BM25 index never gets its sparse index: False."""
+        wanted = {"vector", "sparse"} if spec.bm25 else {"vector"}
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        while True:
+            if wanted <= set(self.index_names()):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     def drop(self) -> None:
         self._call(lambda c: c.drop_collection(self.name), "drop_collection")

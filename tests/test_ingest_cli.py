@@ -6,6 +6,7 @@ to end; the other branches call ``main(argv)``, which is what ``python -m ingest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -187,8 +188,11 @@ def test_list_json_and_empty_list(tmp_path: Path, command) -> None:
 
     assert status == 0
     [document] = json.loads(out)
-    assert set(document) == {"source", "title", "content_hash", "pages", "chunks", "size_bytes", "added_at"}
+    keys = {"source", "title", "content_hash", "pages", "chunks", "size_bytes", "added_at", "chunking"}
+    assert set(document) == keys
     assert (document["source"], document["pages"], document["chunks"]) == ("a.txt", 1, 1)
+    assert document["content_hash"] == hashlib.sha256(WHALES.encode()).hexdigest()  # the file's own hash
+    assert document["chunking"]  # and the chunking its version was made with
 
 
 def test_delete_by_name_refuses_an_ambiguous_one(tmp_path: Path, command) -> None:
