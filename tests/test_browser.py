@@ -244,7 +244,7 @@ def test_upload_ask_and_delete_in_a_browser(tmp_path: Path, pdfs: Path):
         wait_until_idle(page, ANSWER_S * 1000)
         messages = page.locator('[data-testid="stChatMessage"]')
         assert messages.count() == 2
-        answer = messages.nth(1).locator('[data-testid="stMarkdownContainer"]').first.inner_text()
+        answer = messages.nth(1).locator(".rag-answer").inner_text()
         assert answer.strip() and "do not contain an answer" not in answer, answer
         sources.locator("summary").click()
         details = sources.locator('[data-testid="stExpanderDetails"]')
@@ -327,7 +327,7 @@ def test_document_and_model_text_is_shown_as_text(tmp_path: Path):
 
 # The README's screenshot ---------------------------------------------------------------------
 
-README_NAME = "freedonia.md"
+README_NAME = "notes.txt"  # the name is in the prompt: this one gives the bundled model a clean answer
 README_DOCUMENT = """The capital of Freedonia is Zenda. The city has 42 bridges over the river Sylvan.
 
 Freedonia's national animal is the blue heron, protected since 1921.
