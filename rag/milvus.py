@@ -410,7 +410,11 @@ class MilvusCollection:
             iterator.close()
 
     def rows(self, fields: Sequence[str], **where: Any) -> list[dict[str, Any]]:
-        """Every matching row as one list."""
+        """Every matching row as one list. One plain query answers when the rows fit in a page
+        (a version check per file stays one call); more rows are read with an iterator."""
+        first = self.query(fields, limit=self.read_batch, **where)
+        if len(first) < self.read_batch:
+            return first
         return [row for page in self.iterate(fields, **where) for row in page]
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
