@@ -137,10 +137,11 @@ FIXED_PROMPTS = [
 
 
 @pytest.mark.slow
-def test_4bit_decoding_chooses_the_tokens_float32_would(generator: TransformersGenerator) -> None:
-    """The 4-bit path decodes a few tokens for each fixed prompt; float32, fed the same prefix,
-    must pick the same next token at most positions. Comparing whole answers token by token
-    would fail on the first near-tie, so this compares choices one position at a time."""
+def test_4bit_model_chooses_the_tokens_float32_would(generator: TransformersGenerator) -> None:
+    """On fixed sequences (each prompt plus the answer the 4-bit path decoded), both models pick
+    the next token at every answer position; the picks must mostly agree, and float32 must rate
+    the 4-bit pick close to its own. Whole answers are not compared token by token: one near-tie
+    would send them apart."""
     import torch
 
     if "4-bit" not in generator.weights_description:
@@ -150,24 +151,24 @@ def test_4bit_decoding_chooses_the_tokens_float32_would(generator: TransformersG
     assert "float32" in exact.weights_description
     tokenizer = generator._tokenizer
     agree = total = 0
-    gaps = []
+    gaps, differences = [], []
     for question in FIXED_PROMPTS:
         messages = ask(question)
         prompt = generator._encode(messages)["input_ids"]
         answer = generator.generate(messages, max_new_tokens=12, temperature=0)
-        chosen = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        ids = torch.cat([prompt, chosen], dim=-1)
+        ids = torch.cat([prompt, tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]], -1)
         with torch.inference_mode():
-            logits = exact._model(input_ids=ids).logits[0, prompt.shape[-1] - 1 : -1].float()
-        picks = logits.argmax(-1)
-        agree += int((picks == chosen[0]).sum())
-        total += chosen.shape[-1]
-        # How much worse float32 finds the 4-bit choice than its own first choice (log-probability).
-        logp = logits.log_softmax(-1)
-        gaps.append(float((logp.max(-1).values - logp.gather(-1, chosen[0][:, None])[:, 0]).mean()))
+            fast = generator._model(input_ids=ids).logits[0, prompt.shape[-1] - 1 : -1].float()
+            plain = exact._model(input_ids=ids).logits[0, prompt.shape[-1] - 1 : -1].float()
+        agree += int((fast.argmax(-1) == plain.argmax(-1)).sum())
+        total += fast.shape[0]
+        logp = plain.log_softmax(-1)  # how much less likely float32 finds the 4-bit pick than its own
+        gaps.append(float((logp.max(-1).values - logp.gather(-1, fast.argmax(-1)[:, None])[:, 0]).mean()))
+        differences.append(float((fast - plain).abs().max()))
     assert total >= 6 * len(FIXED_PROMPTS)
-    assert agree / total >= 0.85, f"float32 agrees with {agree} of {total} 4-bit choices"
-    assert max(gaps) < 0.5, gaps
+    assert agree / total >= 0.85, f"the models agree on {agree} of {total} next tokens"
+    assert max(gaps) < 0.3, gaps
+    assert min(differences) > 0  # two numeric paths indeed: the 4-bit one is not float32 in disguise
 
 
 @pytest.mark.slow
