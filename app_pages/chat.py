@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages.render import answer_html, key_sentence_html, plain_html, sources_html
-from app_pages.shared import get_generator, open_store
+from app_pages.shared import escape, get_generator, open_store
 from rag.answering import Answer
 
 opened = open_store()
@@ -118,4 +118,4 @@ if question:
             show_answer(answer)
             st.session_state.messages.append({"role": "assistant", "content": answer.text, "answer": answer})
         except Exception as exc:  # shown as a message with its reason, never as a traceback
-            st.error(f"Could not answer: {exc}", icon=":material/error:")
+            st.error(f"Could not answer: {escape(str(exc))}", icon=":material/error:")

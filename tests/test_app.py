@@ -318,3 +318,20 @@ def tag_names(fragment: str) -> set[str]:
     parser.feed(fragment)
     parser.close()
     return names
+
+
+@pytest.mark.slow
+def test_a_failed_answer_is_an_error_message_with_its_reason(
+    app: Harness, monkeypatch: pytest.MonkeyPatch, real_generator
+):
+    from app_pages.shared import escape
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model at http://localhost:9/model_dir stopped")
+
+    monkeypatch.setattr(real_generator, "stream", broken)  # the loaded model fails when asked to write
+    app.upload(("milvus.md", b"Milvus Lite keeps the vectors in one local folder."))
+    app.ask("Where does Milvus Lite keep the vectors?")
+    [error] = app.messages("error")
+    assert error == "Could not answer: " + escape("the model at http://localhost:9/model_dir stopped")
+    assert not app.at.exception
