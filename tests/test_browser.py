@@ -370,3 +370,90 @@ def test_readme_screenshot_shows_a_correct_supported_answer(tmp_path: Path):
         no_app_errors(page)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         screenshot(page, SCREENSHOTS / "chat.png")
+
+
+# The marks themselves, on an answer built by hand ----------------------------------------------
+
+MARKS_SCRIPT = """
+import streamlit as st
+
+from app_pages.render import answer_html, key_sentence_html, sources_html
+from rag.answering import Answer, Evidence, KeySentence, SentenceCheck, Source
+
+PASSAGE = (
+    "The panel is rated 385 W. Its maximum efficiency is 21.0 %. See www.example.com/panel_spec "
+    "or <a href='http://127.0.0.1:9/x'>the sheet</a> <img src=http://127.0.0.1:9/y.png>."
+)
+source = Source(1, "/docs/panel.pdf", "panel.pdf", 2, 0.71, PASSAGE, cited=True)
+checks = [
+    SentenceCheck("The panel is rated 385 W [1].", True, 0.8, [1],
+                  evidence=[Evidence(1, "/docs/panel.pdf", 2, "The panel is rated 385 W.")]),
+    SentenceCheck("Its efficiency is 2.0% [1].", False, 0.7, [1], reason="2.0% is not in source [1]"),
+    SentenceCheck("Details at www.evil.example/x_y.", False, 0.1, []),
+]
+answer = Answer(
+    " ".join(c.text for c in checks), False, [source], checks,
+    key_sentence=KeySentence("Its maximum efficiency is 21.0 %.", "/docs/panel.pdf", 2, 1, 0.8),
+)
+with st.chat_message("assistant"):
+    st.html(key_sentence_html(answer.key_sentence, answer.sources))
+    st.html(answer_html(answer))
+    with st.expander("Sources (1)", expanded=True):
+        st.html(sources_html(answer))
+"""
+
+
+@pytest.mark.browser
+def test_marks_key_sentence_and_evidence_in_a_browser(tmp_path: Path):
+    """Unsupported sentences marked in place with their reason, the key sentence quoted, evidence highlighted."""
+    script = tmp_path / "marks.py"
+    script.write_text(MARKS_SCRIPT)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    with open(tmp_path / "streamlit.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with chromium_page(f"http://127.0.0.1:{port}", tmp_path / "failure.png") as page:
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            deadline = time.monotonic() + STARTUP_S
+            while True:
+                try:
+                    page.goto("/")
+                    break
+                except Exception:  # not listening yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+            message = page.locator('[data-testid="stChatMessage"]')
+            message.locator(".rag-source").wait_for(timeout=STARTUP_S * 1000)
+            # The source's own words first, with file and page.
+            key = message.locator(".rag-key")
+            assert "“Its maximum efficiency is 21.0 %.”" in key.inner_text()
+            assert "— panel.pdf, page 2 [1]" in key.inner_text()
+            assert key.bounding_box()["y"] < message.locator(".rag-answer").bounding_box()["y"]
+            # Both unsupported sentences are marked inside the answer, each with its reason.
+            marked = message.locator(".rag-answer .rag-unsupported")
+            assert marked.count() == 2
+            assert marked.first.get_attribute("title") == "Not supported: 2.0% is not in source [1]"
+            assert "\u26a0 Its efficiency is 2.0% [1]." in marked.first.inner_text()
+            answer = message.locator(".rag-answer").inner_text()
+            assert "(not supported: 2.0% is not in source [1])" in answer
+            assert message.locator(".rag-answer .rag-supported").inner_text() == "The panel is rated 385 W [1]."
+            # The evidence and the key sentence are highlighted inside the passage.
+            assert message.locator(".rag-passage .rag-evidence").inner_text() == "The panel is rated 385 W."
+            assert message.locator(".rag-passage .rag-key-mark").inner_text() == "Its maximum efficiency is 21.0 %."
+            color = message.locator(".rag-passage .rag-evidence").evaluate("e => getComputedStyle(e).backgroundColor")
+            assert color not in ("rgba(0, 0, 0, 0)", "transparent"), color
+            # Text is text: the passage's tag and URL are shown, not followed or loaded.
+            passage = message.locator(".rag-passage").inner_text()
+            assert "<a href='http://127.0.0.1:9/x'>the sheet</a>" in passage and "www.example.com/panel_spec" in passage
+            for tag in ("a", "img"):
+                assert message.locator(tag).count() == 0, tag
+            assert "\\" not in message.inner_text()
+            assert not [url for url in requests if "127.0.0.1:9/" in url]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
