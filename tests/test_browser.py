@@ -404,6 +404,7 @@ with st.chat_message("assistant"):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_marks_key_sentence_and_evidence_in_a_browser(tmp_path: Path):
     """Unsupported sentences marked in place with their reason, the key sentence quoted, evidence highlighted."""
     script = tmp_path / "marks.py"
