@@ -205,13 +205,21 @@ class MilvusCollection:
         if self._client is not None:
             return self
         self.uri = self._connect_uri()
-        try:
-            client = MilvusClient(
-                uri=self.uri, token=milvus_token(self.settings), timeout=self.settings.connect_timeout_s
-            )
-            self.server_version = str(client.get_server_version())
-        except Exception as exc:
-            raise self._unavailable(exc) from exc
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                client = MilvusClient(
+                    uri=self.uri, token=milvus_token(self.settings), timeout=self.settings.connect_timeout_s
+                )
+                self.server_version = str(client.get_server_version())
+                break
+            except Exception as exc:
+                # pymilvus shares one channel per address; a server that just sent it away (gRPC
+                # GOAWAY, "too many pings") refuses it at once, and a fresh channel then works.
+                if attempt == 1 and is_connection_error(exc) and time.monotonic() - started < 1.0:
+                    log.info("connecting to %s failed at once (%s); trying a fresh channel", self.uri, exc)
+                    continue
+                raise self._unavailable(exc) from exc
         self._client = client
         return self
 
