@@ -2,8 +2,11 @@
 
 The pipeline refuses without calling the LLM when nothing relevant was found. After
 generation it keeps only citations to sources that were given, and marks each sentence
-as supported or not by comparing its embedding with the passages; a supported sentence
-that the model left uncited gets the citation of the passage that supports it.
+as supported or not (``rag.grounding``: similar to its cited passage and every figure,
+date and name in it found there), with the reason when not and the source's own supporting
+sentences when so; a supported sentence that the model left uncited gets the citation of
+the passage that supports it. The key sentence, the passages' one sentence that best
+answers the question, is quoted beside the answer.
 
     >>> pipeline = AnswerPipeline(settings, retriever, generator)
     >>> stream = pipeline.stream("What does DPR stand for?")
@@ -18,13 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from rag.config import Settings
 from rag.generation import ChatMessage, Generator
 from rag.records import Hit
 from rag.retrieval import Retrieval, Retriever, condense_question
+from rag.sentences import split_sentences
 
 REFUSAL = "The documents do not contain an answer to this question."
 SYSTEM_PROMPT = (
@@ -34,7 +37,6 @@ SYSTEM_PROMPT = (
     "Be brief."
 )
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
 
 
 @dataclass
@@ -85,6 +87,8 @@ class SentenceCheck:
     inferred: bool = False  # the citation was added because the model gave none
     reason: str | None = None  # why it is unsupported, e.g. "2.0% is not in source [1]"
     evidence: list[Evidence] = field(default_factory=list)  # for a supported sentence
+    closest: list[Evidence] = field(default_factory=list)  # for an unsupported one: what the source says instead
+    missing: list[str] = field(default_factory=list)  # its facts that the source lacks, as written
 
 
 @dataclass
@@ -148,10 +152,6 @@ def fit_sources(
             kept[-1] = Source(**{**asdict(last), "text": last.text[: int(len(last.text) * share)].rstrip() + " …"})
         else:
             kept.pop()
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
 def cited_numbers(text: str) -> list[int]:
@@ -248,7 +248,10 @@ class AnswerPipeline:
         return self.stream(question, **kwargs).answer()
 
     def check(self, raw: str, sources: list[Source], question: str, query: str) -> Answer:
-        """Drop invalid citations, mark each sentence supported or not, infer missing citations."""
+        """Drop invalid citations, mark each sentence supported or not (with its reason and evidence),
+        infer missing citations, and quote the key sentence."""
+        from rag.grounding import GroundingChecker, key_sentence
+
         text = clean_citations(raw, len(sources))
         sentences = split_sentences(text)
         if not sentences:
@@ -256,27 +259,9 @@ class AnswerPipeline:
         if not re.search(r"[.!?:)\]\"'…]$", sentences[-1]):
             sentences[-1] += " …"  # cut off by the answer-length limit: say so instead of ending mid-word
         embedder = self.retriever.embedder
-        sentence_vectors = embedder.encode([_CITATION.sub("", s) for s in sentences])
-        source_vectors = embedder.encode([s.text for s in sources])
-        similarity = sentence_vectors @ source_vectors.T  # both normalised: cosine
-        checks, rebuilt = [], []
-        for i, sentence in enumerate(sentences):
-            cited = [n for n in cited_numbers(sentence) if 1 <= n <= len(sources)]
-            inferred = False
-            if cited:
-                best = max(float(similarity[i, n - 1]) for n in cited)
-            else:
-                best_index = int(np.argmax(similarity[i]))
-                best = float(similarity[i, best_index])
-                if best >= self.settings.grounding_threshold:
-                    cited, inferred = [best_index + 1], True
-                    sentence = _append_citation(sentence, best_index + 1)
-            for n in cited:
-                sources[n - 1].cited = True
-            supported = best >= self.settings.grounding_threshold
-            checks.append(SentenceCheck(sentence, supported, round(best, 4), cited, inferred))
-            rebuilt.append(sentence)
-        return Answer(" ".join(rebuilt), False, sources, checks, question, query)
+        checks = GroundingChecker(embedder, self.settings.grounding_threshold).check(sentences, sources, question)
+        key = key_sentence(question, sources, embedder)
+        return Answer(" ".join(c.text for c in checks), False, sources, checks, question, query, key)
 
     def as_runnable(self) -> Runnable[Any, dict[str, Any]]:
         """The pipeline as a LangChain Runnable: ``{"question": ..., "history": [...]}`` or a string in,
@@ -289,10 +274,3 @@ class AnswerPipeline:
             return self.answer(inputs["question"], **options).to_dict()
 
         return RunnableLambda(run, name="grounded_answer")
-
-
-def _append_citation(sentence: str, n: int) -> str:
-    match = re.search(r"[.!?]+$", sentence)
-    if match:
-        return f"{sentence[: match.start()]} [{n}]{match.group()}"
-    return f"{sentence} [{n}]"
