@@ -184,6 +184,7 @@ class AnswerStream:
         self.sources = number_sources(retrieval.hits if retrieval.found else retrieval.closest)
         self._pieces: list[str] = []
         self._answer: Answer | None = None
+        self._key: KeySentence | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self.refused:
@@ -200,6 +201,21 @@ class AnswerStream:
             self._pieces.append(piece)
             yield piece
 
+    def key_sentence(self) -> KeySentence | None:
+        """The passages' sentence that best answers the question, known before the first token.
+
+        A page shows it above the answer while the answer streams; it is recomputed only if
+        fitting the prompt cut it from the last passage.
+        """
+        if self.refused:
+            return None
+        key = self._key
+        if key is None or not any(s.n == key.n and key.text in s.text for s in self.sources):
+            from rag.grounding import key_sentence
+
+            key = self._key = key_sentence(self.question, self.sources, self.pipeline.retriever.embedder)
+        return key
+
     @property
     def streamed_text(self) -> str:
         """The text exactly as streamed so far (before citation checks)."""
@@ -215,7 +231,8 @@ class AnswerStream:
             if self.refused:
                 self._answer = Answer(REFUSAL, True, self.sources, [], self.question, self.query)
             else:
-                self._answer = self.pipeline.check(raw, self.sources, self.question, self.query)
+                key = self.key_sentence()
+                self._answer = self.pipeline.check(raw, self.sources, self.question, self.query, key=key)
         return self._answer
 
 
@@ -247,9 +264,11 @@ class AnswerPipeline:
     def answer(self, question: str, **kwargs: Any) -> Answer:
         return self.stream(question, **kwargs).answer()
 
-    def check(self, raw: str, sources: list[Source], question: str, query: str) -> Answer:
+    def check(
+        self, raw: str, sources: list[Source], question: str, query: str, key: KeySentence | None = None
+    ) -> Answer:
         """Drop invalid citations, mark each sentence supported or not (with its reason and evidence),
-        infer missing citations, and quote the key sentence."""
+        infer missing citations, and quote the key sentence (``key``, or found here)."""
         from rag.grounding import GroundingChecker, key_sentence
 
         text = clean_citations(raw, len(sources))
@@ -260,7 +279,7 @@ class AnswerPipeline:
             sentences[-1] += " …"  # cut off by the answer-length limit: say so instead of ending mid-word
         embedder = self.retriever.embedder
         checks = GroundingChecker(embedder, self.settings.grounding_threshold).check(sentences, sources, question)
-        key = key_sentence(question, sources, embedder)
+        key = key or key_sentence(question, sources, embedder)
         return Answer(" ".join(c.text for c in checks), False, sources, checks, question, query, key)
 
     def as_runnable(self) -> Runnable[Any, dict[str, Any]]:

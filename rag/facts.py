@@ -103,7 +103,7 @@ _COMMON = frozenset(
     when where why how however also although though yes both all any each every some most many more less few
     overall thus therefore hence moreover furthermore here after before during while since until because so
     do does did has have had can could would should may might must shall according based using source sources
-    answer note table figure fig section page chapter see per vs""".split()  # noqa: SIM905
+    answer note table figure fig section page chapter see per vs dr mr mrs ms prof st""".split()  # noqa: SIM905
 )
 
 
@@ -254,11 +254,12 @@ def _names(text: str, vocabulary: Collection[str], taken: list[tuple[int, int]])
     capitalised for grammar alone and counts as a name only when it is a rare word.
     """
     facts: list[Fact] = []
-    run: list[str] = []
+    run: list[re.Match[str]] = []
 
     def close_run() -> None:
         if run:
-            facts.append(Fact("name", " ".join(run), words=tuple(w.lower() for w in run)))
+            written = text[run[0].start() : run[-1].end()].strip("'’-")
+            facts.append(Fact("name", written, words=tuple(m.group().strip("'’-").lower() for m in run)))
             run.clear()
 
     position = 0
@@ -283,7 +284,7 @@ def _names(text: str, vocabulary: Collection[str], taken: list[tuple[int, int]])
         if acronym or (
             capitalised and base not in _COMMON and len(base) > 1 and (not sentence_start or _rare(base, vocabulary))
         ):
-            run.append(word)
+            run.append(match)
             continue
         close_run()
         if not capitalised and len(base) >= 5 and _rare(base, vocabulary):

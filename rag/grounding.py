@@ -161,13 +161,13 @@ class GroundingChecker:
             missing = [f for f in facts if not any(t.has(f) for t in texts)]
         evidence = self._evidence(facts, [flat[k] for k in members])
         reasons = []
-        if missing:
-            verb = "is" if len(missing) == 1 else "are"
-            reasons.append(f"{_listing([f.text for f in missing])} {verb} not in {_sources_label(group)}")
         if similarity < self.threshold:
             reasons.append(
                 f"not similar enough to {_sources_label(group)} ({similarity:.2f}, needs {self.threshold:.2f})"
             )
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            reasons.append(f"{_listing([f.text for f in missing])} {verb} not in {_sources_label(group)}")
         if self.use_negation and members and sentence_best >= NEGATION_SIMILARITY:
             closest = flat[members[0]].text
             said, source_says = NEGATION.search(sentence), NEGATION.search(closest)

@@ -204,9 +204,13 @@ def test_ask_json_has_the_documented_shape(tmp_path: Path) -> None:
     assert set(source) >= {"n", "source", "page", "score", "text"}
     assert (source["n"], source["source"], source["page"]) == (1, "freedonia.md", None)
     assert isinstance(source["score"], float)
+    key = result["key_sentence"]  # the source's own sentence that answers, quoted with file and page
+    assert key == {"text": "The capital of Freedonia is Zenda.", "source": "freedonia.md", "page": None}
+    assert key["text"] in source["text"]
 
     refused = subprocess.run([sys.executable, "-m", "rag", "ask", "--json", "How to tune a piano?"], **run)
     assert json.loads(refused.stdout)["refused"] is True
+    assert json.loads(refused.stdout)["key_sentence"] is None
 
 
 def test_store_as_langchain_vectorstore(library: Retriever) -> None:
