@@ -23,6 +23,7 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from difflib import SequenceMatcher
 from functools import lru_cache
 
 from rag.keywords import stem
@@ -389,3 +390,39 @@ class TextFacts:
         if number.unit is None:  # a table cell "21.0" under a header "Efficiency (%)"
             return fact.unit in self.units
         return False
+
+
+# Near copies --------------------------------------------------------------------------------
+
+NEAR_COPY = 0.6  # share of a sentence's words, in order, that a source sentence has (difflib ratio)
+_TOKEN = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+
+
+def _tokens(text: str) -> list[str]:
+    return [t.lower() for t in _TOKEN.findall(CITATION.sub("", text))]
+
+
+def _content(word: str) -> bool:
+    return len(word) >= 3 and not word.isdigit() and word not in _COMMON
+
+
+def near_copy_changes(sentence: str, source_sentence: str) -> tuple[list[str], int] | None:
+    """How ``sentence`` differs from a source sentence it nearly copies; None when it is not a near copy.
+
+    Returns the words that took the place of other content words ("leptin" → "female": the swapped
+    term a small model writes into an otherwise copied sentence) and the change in the number of
+    negations ("is" → "is not"). Words the sentence only adds ("the city of Zenda") are not swaps.
+    """
+    ours, theirs = _tokens(sentence), _tokens(source_sentence)
+    if not ours or not theirs:
+        return None
+    matcher = SequenceMatcher(None, ours, theirs, autojunk=False)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
+    if matched / len(ours) < NEAR_COPY:
+        return None
+    swapped = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "replace" and any(_content(w) for w in theirs[j1:j2]):
+            swapped += [w for w in ours[i1:i2] if _content(w)]
+    negations = len(NEGATION.findall(CITATION.sub("", sentence))) - len(NEGATION.findall(source_sentence))
+    return swapped, negations

@@ -34,7 +34,7 @@ import numpy as np
 
 from rag.answering import Evidence, KeySentence, SentenceCheck, Source, cited_numbers
 from rag.embedding import Embedder
-from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, find_numbers
+from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, find_numbers, near_copy_changes
 from rag.keywords import STOP_WORDS, stem
 from rag.sentences import sentence_spans, split_sentences
 
@@ -77,6 +77,10 @@ def find_sentence(passage: str, sentence: str) -> tuple[int, int] | None:
     return match.span() if match else None
 
 
+def _tokens_of(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
 def _sources_label(numbers: Sequence[int]) -> str:
     listed = ", ".join(str(n) for n in sorted(numbers))
     return f"source [{listed}]" if len(numbers) == 1 else f"sources [{listed}]"
@@ -89,12 +93,27 @@ def _listing(items: Sequence[str]) -> str:
 class GroundingChecker:
     """Marks sentences as supported or not by numbered passages, with reasons and evidence."""
 
-    def __init__(self, embedder: Embedder, threshold: float, *, facts: bool = True, negation: bool = True) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        threshold: float,
+        *,
+        facts: bool = True,
+        negation: bool = True,
+        sentence_similarity: bool = True,
+    ) -> None:
         self.embedder = embedder
         self.threshold = threshold
-        self.use_facts = facts  # off: the similarity-only check from before (kept for the benchmark)
+        # All three off is the similarity-only check from before issue 11, kept for the benchmark.
+        self.use_facts = facts
         self.use_negation = negation
+        self.use_sentence_similarity = sentence_similarity  # also the passage's closest sentence, not only the whole
         self._text_facts: dict[str, TextFacts] = {}
+
+    @classmethod
+    def similarity_only(cls, embedder: Embedder, threshold: float) -> GroundingChecker:
+        """The check before issue 11: the sentence's cosine similarity to the whole cited passage."""
+        return cls(embedder, threshold, facts=False, negation=False, sentence_similarity=False)
 
     @cached_property
     def vocabulary(self) -> frozenset[str]:
@@ -128,7 +147,7 @@ class GroundingChecker:
         for i, sentence in enumerate(sentences):
             cited = [n for n in dict.fromkeys(cited_numbers(sentence)) if n in by_number]
             facts = extract_facts(plain[i], question=question, vocabulary=self.vocabulary) if self.use_facts else []
-            context = (sources, flat, by_number, passage_similarity[i], sentence_similarity[i])
+            context = (sources, flat, by_number, passage_similarity[i], sentence_similarity[i], question)
             if cited:
                 outcome = self._judge(plain[i], facts, cited, *context)
             else:
@@ -148,17 +167,31 @@ class GroundingChecker:
         by_number: dict[int, int],
         passage_similarity: np.ndarray,
         sentence_similarity: np.ndarray,
+        question: str,
     ) -> _Outcome:
         """Whether the passages numbered ``group`` together support ``sentence``."""
         members = [k for k, p in enumerate(flat) if p.n in group]
         members.sort(key=lambda k: -float(sentence_similarity[k]))
         passage_best = max(float(passage_similarity[by_number[n]]) for n in group)
         sentence_best = float(sentence_similarity[members[0]]) if members else -1.0
-        similarity = max(passage_best, sentence_best)
+        similarity = max(passage_best, sentence_best) if self.use_sentence_similarity else passage_best
         missing = []
+        texts = [self.facts_of(sources[by_number[n]].text) for n in group]
         if facts:
-            texts = [self.facts_of(sources[by_number[n]].text) for n in group]
             missing = [f for f in facts if not any(t.has(f) for t in texts)]
+        negation_change = None
+        if self.use_facts and members:
+            # A near copy of a source sentence that swaps a word for one the passages never use states
+            # something else; so does one that adds or drops a "not".
+            changes = near_copy_changes(sentence, flat[members[0]].text)
+            if changes is not None:
+                swapped, negations = changes
+                known = {w for f in facts for w in _tokens_of(f.text)} | set(_tokens_of(question))
+                for word in dict.fromkeys(swapped):
+                    if word not in known and not any(t.has(Fact("term", word, words=(word,))) for t in texts):
+                        missing.append(Fact("term", word, words=(word,)))
+                        known.add(word)
+                negation_change = negations
         evidence = self._evidence(facts, [flat[k] for k in members])
         reasons = []
         if similarity < self.threshold:
@@ -168,15 +201,16 @@ class GroundingChecker:
         if missing:
             verb = "is" if len(missing) == 1 else "are"
             reasons.append(f"{_listing([f.text for f in missing])} {verb} not in {_sources_label(group)}")
-        if self.use_negation and members and sentence_best >= NEGATION_SIMILARITY:
+        if self.use_negation and members:
             closest = flat[members[0]].text
-            said, source_says = NEGATION.search(sentence), NEGATION.search(closest)
-            if bool(said) != bool(source_says):
-                word = (said or source_says).group().strip()  # type: ignore[union-attr]
+            if negation_change is None and sentence_best >= NEGATION_SIMILARITY:
+                negation_change = len(NEGATION.findall(sentence)) - len(NEGATION.findall(closest))
+            if negation_change:
+                said, source_says = NEGATION.findall(sentence), NEGATION.findall(closest)
                 reasons.append(
-                    f'says "{word}" where {_sources_label(group)} does not'
-                    if said
-                    else f'leaves out the "{word}" of {_sources_label(group)}'
+                    f'says "{said[-1].strip()}" where {_sources_label(group)} does not'
+                    if negation_change > 0
+                    else f'leaves out the "{source_says[-1].strip()}" of {_sources_label(group)}'
                 )
         return _Outcome(not reasons, similarity, group, "; ".join(reasons) or None, evidence, missing)
 

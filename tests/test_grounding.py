@@ -200,7 +200,7 @@ def test_an_inserted_negation_is_caught(checker: GroundingChecker) -> None:
 
 def test_the_similarity_only_check_passes_the_wrong_figure(embedder: Embedder) -> None:
     """The check before issue 11, kept for the benchmark: this is the failure the facts fix."""
-    old = GroundingChecker(embedder, threshold=0.45, facts=False, negation=False)
+    old = GroundingChecker.similarity_only(embedder, threshold=0.45)
     [result] = old.check(["The maximum efficiency of the module is approximately 2.0% [1]."], sources())
     assert result.supported
 
