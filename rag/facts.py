@@ -406,23 +406,41 @@ def _content(word: str) -> bool:
     return len(word) >= 3 and not word.isdigit() and word not in _COMMON
 
 
-def near_copy_changes(sentence: str, source_sentence: str) -> tuple[list[str], int] | None:
+@dataclass
+class NearCopy:
+    """How a sentence differs from a source sentence it mostly copies."""
+
+    share: float  # of the sentence's words found, in order, in the source sentence
+    swapped: list[str]  # words that took the place of the source's content words
+    negations: int  # negations added (> 0) or dropped (< 0) where the two overlap
+
+
+def near_copy_changes(sentence: str, source_sentence: str) -> NearCopy | None:
     """How ``sentence`` differs from a source sentence it nearly copies; None when it is not a near copy.
 
-    Returns the words that took the place of other content words ("leptin" → "female": the swapped
-    term a small model writes into an otherwise copied sentence) and the change in the number of
-    negations ("is" → "is not"). Words the sentence only adds ("the city of Zenda") are not swaps.
+    Swapped words took the place of other content words ("leptin" → "female": the swapped term
+    a small model writes into an otherwise copied sentence); words the sentence only adds ("the
+    city of Zenda") are not swaps. A change in the number of negations is "is" → "is not".
     """
     ours, theirs = _tokens(sentence), _tokens(source_sentence)
     if not ours or not theirs:
         return None
     matcher = SequenceMatcher(None, ours, theirs, autojunk=False)
     matched = sum(block.size for block in matcher.get_matching_blocks())
-    if matched / len(ours) < NEAR_COPY:
+    share = matched / len(ours)
+    if share < NEAR_COPY:
         return None
     swapped = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "replace" and any(_content(w) for w in theirs[j1:j2]):
             swapped += [w for w in ours[i1:i2] if _content(w)]
-    negations = len(NEGATION.findall(CITATION.sub("", sentence))) - len(NEGATION.findall(source_sentence))
-    return swapped, negations
+    # Negations count only where the two overlap: a sentence that quotes the first clause of
+    # "X holds, but not Y" leaves the source's "not" out without flipping anything.
+    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    start, end = blocks[0].b, blocks[-1].b + blocks[-1].size
+    negations = _negations(ours) - _negations(theirs[start:end])
+    return NearCopy(share, swapped, negations)
+
+
+def _negations(tokens: list[str]) -> int:
+    return sum(bool(NEGATION.fullmatch(t) or t.endswith(("n't", "n’t"))) for t in tokens)

@@ -41,6 +41,7 @@ from rag.sentences import sentence_spans, split_sentences
 # A sentence this close to a source sentence restates it: a negation in one and not the other flips it.
 NEGATION_SIMILARITY = 0.75
 MAX_EVIDENCE = 3  # source sentences quoted for one answer sentence at most
+QUOTED = 0.9  # share of a sentence's words that a source sentence has in the same order: a quotation
 
 
 @dataclass
@@ -101,6 +102,7 @@ class GroundingChecker:
         facts: bool = True,
         negation: bool = True,
         sentence_similarity: bool = True,
+        near_copy: bool = True,
     ) -> None:
         self.embedder = embedder
         self.threshold = threshold
@@ -108,12 +110,13 @@ class GroundingChecker:
         self.use_facts = facts
         self.use_negation = negation
         self.use_sentence_similarity = sentence_similarity  # also the passage's closest sentence, not only the whole
+        self.use_near_copy = near_copy  # swapped words and quotations, against the closest source sentence
         self._text_facts: dict[str, TextFacts] = {}
 
     @classmethod
     def similarity_only(cls, embedder: Embedder, threshold: float) -> GroundingChecker:
         """The check before issue 11: the sentence's cosine similarity to the whole cited passage."""
-        return cls(embedder, threshold, facts=False, negation=False, sentence_similarity=False)
+        return cls(embedder, threshold, facts=False, negation=False, sentence_similarity=False, near_copy=False)
 
     @cached_property
     def vocabulary(self) -> frozenset[str]:
@@ -180,21 +183,23 @@ class GroundingChecker:
         if facts:
             missing = [f for f in facts if not any(t.has(f) for t in texts)]
         negation_change = None
-        if self.use_facts and members:
+        quoted = False
+        if self.use_near_copy and members:
             # A near copy of a source sentence that swaps a word for one the passages never use states
-            # something else; so does one that adds or drops a "not".
-            changes = near_copy_changes(sentence, flat[members[0]].text)
-            if changes is not None:
-                swapped, negations = changes
+            # something else; so does one that adds or drops a "not". One that quotes it (nearly)
+            # word for word is similar enough however short a piece of a long sentence it takes.
+            copy = near_copy_changes(sentence, flat[members[0]].text)
+            if copy is not None:
                 known = {w for f in facts for w in _tokens_of(f.text)} | set(_tokens_of(question))
-                for word in dict.fromkeys(swapped):
+                for word in dict.fromkeys(copy.swapped):
                     if word not in known and not any(t.has(Fact("term", word, words=(word,))) for t in texts):
                         missing.append(Fact("term", word, words=(word,)))
                         known.add(word)
-                negation_change = negations
+                negation_change = copy.negations
+                quoted = copy.share >= QUOTED and not copy.swapped
         evidence = self._evidence(facts, [flat[k] for k in members])
         reasons = []
-        if similarity < self.threshold:
+        if similarity < self.threshold and not quoted:
             reasons.append(
                 f"not similar enough to {_sources_label(group)} ({similarity:.2f}, needs {self.threshold:.2f})"
             )
