@@ -20,8 +20,14 @@ passage ("… [2]."), half cite nothing and the checker picks the passage. The c
 made by rules of this script, not by the checker's own fact extraction. Configurations:
 
 - old: similarity to the whole passage only (the check before issue 11);
-- facts: the new check without the negation rule;
-- new: the new check as the product runs it (facts, negation, sentence-level similarity).
+- facts: similarity (to the passage or its closest sentence) and the facts of ``rag.facts``;
+- facts+copy: also the near-copy rule (a word swapped into a copied source sentence; a quotation
+  counts as similar enough);
+- new: the check as the product runs it: all of the above and the negation rule.
+
+The changes are single edits of a source sentence, which is how a small model's copied
+answers go wrong, and the near-copy rule compares with the source sentence: the set measures
+that case, not a freely paraphrased answer (the factual QA benchmark measures real answers).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ PDFS = [
 PDF_PAGES = 40  # pages read per PDF at most
 UNSUPPORTED = ["number", "name", "negation", "other document"]
 SUPPORTED = ["verbatim", "reformatted", "excerpt"]
-CONFIGS = ["old", "facts", "new"]
+CONFIGS = ["old", "facts", "facts+copy", "new"]
 
 _NUMBER = re.compile(r"(?<![\w.,\[])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w\]]|[.,]\d)")
 _AUX = re.compile(r"\b(is|are|was|were|can|could|did|does|do|has|have|had|will|would|may|might|should|must)\b(?! not)")
@@ -344,7 +350,8 @@ def run(sentences: int, pubmed: int, seed: int) -> dict[str, Any]:
     threshold = settings.grounding_threshold
     checkers = {
         "old": GroundingChecker.similarity_only(cached, threshold),  # type: ignore[arg-type]
-        "facts": GroundingChecker(cached, threshold, negation=False),  # type: ignore[arg-type]
+        "facts": GroundingChecker(cached, threshold, negation=False, near_copy=False),  # type: ignore[arg-type]
+        "facts+copy": GroundingChecker(cached, threshold, negation=False),  # type: ignore[arg-type]
         "new": GroundingChecker(cached, threshold),  # type: ignore[arg-type]
     }
     results, marks, timings = {}, {}, {}
@@ -387,8 +394,10 @@ def markdown(data: dict[str, Any], command: str) -> str:
         "- items: " + ", ".join(f"{k} {v}" for k, v in data["items"].items()),
         f"- each sentence is checked against its own passage and two of other documents; half cite the right "
         f"passage, half cite none; similarity threshold {data['threshold']} (`RAG_GROUNDING_THRESHOLD`)",
-        "- old: similarity to the whole passage only (before issue 11); facts: new check without the negation "
-        "rule; new: the check the product runs",
+        "- old: similarity to the whole passage only (before issue 11); facts: + the facts of `rag.facts`; "
+        "facts+copy: + the near-copy rule (swapped words, quotations); new: + the negation rule (the product's check)",
+        "- the changes are single edits of a source sentence, the way a small model's copied answers go wrong; "
+        "this set does not measure freely paraphrased answers (see factual_qa.md for real answers)",
         f"- seconds to check all items: {', '.join(f'{k} {v}' for k, v in data['check_s'].items())}",
         "",
         "| change | measure | " + " | ".join(CONFIGS) + " |",
