@@ -5,11 +5,12 @@
 
 The PDFs named in ``benchmarks/data/dev_qa.jsonl`` are ingested into a temporary Milvus Lite
 store with the project's ``Ingestor``; every question goes through the real ``AnswerPipeline``.
-Each configuration changes only the decoding guards, so all are measured in the same run:
+Each configuration changes only decoding or the prompt, so all are measured in the same run:
 
 - baseline: no loop guard, no copy-constrained numbers (the decoding before issue 11);
 - guards: the loop guard on;
-- guards+copy: the loop guard and copy-constrained numbers on.
+- guards+copy: the loop guard and copy-constrained numbers on;
+- guards+key: the loop guard on, and the key sentence repeated just before the question.
 
 An answer "holds the fact" when one of the accepted strings appears in it (case, spaces and
 thousands separators ignored; a number must not be part of a longer number).
@@ -36,9 +37,10 @@ DEV_SET = ROOT / "benchmarks" / "data" / "dev_qa.jsonl"
 PDFS = ROOT.parent / "shared" / "data" / "pdfs"
 RESULTS = ROOT / "benchmarks" / "results" / "factual_qa.md"
 CONFIGS: dict[str, dict[str, Any]] = {
-    "baseline": {"loop_guard": False, "copy_numbers": "off"},
-    "guards": {"loop_guard": True, "copy_numbers": "off"},
-    "guards+copy": {"loop_guard": True, "copy_numbers": "on"},
+    "baseline": {"loop_guard": False, "copy_numbers": "off", "prompt_key_sentence": False},
+    "guards": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": False},
+    "guards+copy": {"loop_guard": True, "copy_numbers": "on", "prompt_key_sentence": False},
+    "guards+key": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": True},
 }
 
 
@@ -98,7 +100,7 @@ def run(
             }
 
         for name in configs:
-            generator.settings = settings.model_copy(update=CONFIGS[name])
+            generator.settings = pipeline.settings = settings.model_copy(update=CONFIGS[name])
             rows = []
             for q in questions:
                 began = time.perf_counter()

@@ -128,20 +128,25 @@ def number_sources(hits: Sequence[Hit]) -> list[Source]:
     return [Source(i, h.source, h.title, h.page, h.score, h.text) for i, h in enumerate(hits, start=1)]
 
 
-def build_messages(question: str, sources: Sequence[Source]) -> list[ChatMessage]:
+def build_messages(question: str, sources: Sequence[Source], key: KeySentence | None = None) -> list[ChatMessage]:
+    """The chat prompt: numbered sources, then (with ``key``) the likeliest answer sentence, then the question.
+
+    Small models copy most from what they read last, so the key sentence sits next to the question.
+    """
     blocks = "\n\n".join(f"[{s.n}] ({s.label()})\n{s.text}" for s in sources)
-    user = f"Sources:\n\n{blocks}\n\nQuestion: {question}\nAnswer with citations:"
+    hint = f'Most relevant sentence, from [{key.n}]: "{key.text}"\n\n' if key else ""
+    user = f"Sources:\n\n{blocks}\n\n{hint}Question: {question}\nAnswer with citations:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def fit_sources(
-    question: str, sources: list[Source], generator: Generator, max_new_tokens: int
+    question: str, sources: list[Source], generator: Generator, max_new_tokens: int, key: KeySentence | None = None
 ) -> tuple[list[Source], list[ChatMessage]]:
     """Drop or shorten the lowest-ranked sources until prompt plus answer fit the window."""
     budget = generator.context_window - max_new_tokens
     kept = list(sources)
     while True:
-        messages = build_messages(question, kept)
+        messages = build_messages(question, kept, key)
         excess = generator.prompt_tokens(messages) - budget
         if excess <= 0 or not kept:
             return kept, messages
@@ -194,7 +199,11 @@ class AnswerStream:
         generator = self.pipeline.generator
         generator.load()
         max_new = self.options.get("max_new_tokens") or self.pipeline.settings.max_new_tokens
-        self.sources, messages = fit_sources(self.question, self.sources, generator, max_new)
+        prompt_key = self.pipeline.settings.prompt_key_sentence
+        key = self.key_sentence() if prompt_key else None
+        self.sources, messages = fit_sources(self.question, self.sources, generator, max_new, key)
+        if prompt_key and self.key_sentence() != key:  # fitting cut the key sentence's passage
+            messages = build_messages(self.question, self.sources, self.key_sentence())
         temperature = self.options.get("temperature")
         texts = [s.text for s in self.sources]
         for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature, sources=texts):

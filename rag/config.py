@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         description="Let the model write only numbers found in the sources; auto: the default measured "
         "on the factual QA dev set (benchmarks/results/factual_qa.md).",
     )
+    prompt_key_sentence: bool = Field(
+        True,
+        description="Repeat the key sentence (the passages' sentence that best answers the question) just "
+        "before the question, so a small model reads the likeliest fact last (benchmarks/results/factual_qa.md).",
+    )
     grounding_threshold: float = Field(
         0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported."
     )
