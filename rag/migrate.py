@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
+
 from rag.config import Settings
 from rag.milvus import META_FIELDS, MilvusCollection
 from rag.store import DocumentStore, StoreError
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         target = source.model_copy(
             update={
                 "milvus_uri": args.to,
-                "milvus_token": args.to_token,
+                "milvus_token": SecretStr(args.to_token),  # model_copy skips validation: wrap as the field does
                 "collection": args.to_collection or source.collection,
             }
         )

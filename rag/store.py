@@ -210,8 +210,6 @@ class DocumentStore:
         """Dense search parameters for the configured index (LangChain's view uses them too)."""
         return dense_search_params(self.settings, k)
 
-    _dense_search_params = dense_search_params  # the name rag.langchain_vectorstore first used
-
     # Writing ----------------------------------------------------------------------------
 
     def _chunking(self, chunking: str | None) -> str | None:
