@@ -14,6 +14,7 @@ import pytest
 from rag.answering import (
     REFUSAL,
     AnswerPipeline,
+    KeySentence,
     Source,
     build_messages,
     clean_citations,
@@ -185,6 +186,18 @@ def test_langchain_retriever_and_runnable(library: Retriever, pipeline: AnswerPi
 def test_prompt_numbers_sources_with_file_and_page() -> None:
     messages = build_messages("q?", [Source(1, "a.pdf", "a.pdf", 3, 0.9, "text")])
     assert "[1] (a.pdf, page 3)" in messages[1]["content"]
+    assert "Most relevant" not in messages[1]["content"]
+
+
+def test_prompt_puts_the_key_sentence_between_the_sources_and_the_question() -> None:
+    sources = [
+        Source(1, "a.pdf", "a.pdf", 3, 0.9, "Intro. The bridge is 42 m long."),
+        Source(2, "b.md", "b.md", None, 0.5, "x"),
+    ]
+    key = KeySentence("The bridge is 42 m long.", "a.pdf", 3, 1, 0.8)
+    content = build_messages("How long is the bridge?", sources, key)[1]["content"]
+    hint = content.index('Most relevant sentence, from [1]: "The bridge is 42 m long."')
+    assert content.index("[2] (b.md)") < hint < content.index("Question: How long is the bridge?")
 
 
 @pytest.mark.slow
