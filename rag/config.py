@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     # Ingest
     embedding_model: str = Field("", description="Hugging Face id or local folder; default: bundled all-MiniLM-L6-v2.")
     embedding_batch_size: int = Field(64, ge=1)
+    embedding_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Precision of the embedding model, for ingest and questions alike. auto: bfloat16 on a CPU "
+        "with bfloat16 units (AVX512-BF16 or AMX), float16 on a GPU, float32 elsewhere. Vectors stay float32 "
+        "in the store, so a store written in one precision is searched in another.",
+    )
     chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
     max_file_mb: int = Field(200, ge=1, description="Largest file accepted by ingest and upload.")
