@@ -190,6 +190,7 @@ class AnswerStream:
         self._pieces: list[str] = []
         self._answer: Answer | None = None
         self._key: KeySentence | None = None
+        self._error: Exception | None = None  # the generator failed mid-answer: the pieces are not an answer
 
     def __iter__(self) -> Iterator[str]:
         if self.refused:
@@ -206,9 +207,13 @@ class AnswerStream:
             messages = build_messages(self.question, self.sources, self.key_sentence())
         temperature = self.options.get("temperature")
         texts = [s.text for s in self.sources]
-        for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature, sources=texts):
-            self._pieces.append(piece)
-            yield piece
+        try:
+            for piece in generator.stream(messages, max_new_tokens=max_new, temperature=temperature, sources=texts):
+                self._pieces.append(piece)
+                yield piece
+        except Exception as exc:
+            self._error = exc
+            raise
 
     def key_sentence(self) -> KeySentence | None:
         """The passages' sentence that best answers the question, known before the first token.
@@ -231,7 +236,10 @@ class AnswerStream:
         return "".join(self._pieces).strip()
 
     def answer(self) -> Answer:
-        """The final answer (consumes the stream if the caller did not)."""
+        """The final answer (consumes the stream if the caller did not); re-raises a generator's failure,
+        so a cut answer is never checked and shown as a complete one."""
+        if self._error is not None:
+            raise self._error
         if self._answer is None:
             if not self._pieces:
                 for _ in self:

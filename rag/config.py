@@ -123,7 +123,33 @@ class Settings(BaseSettings):
     rerank_top_n: int = Field(20, ge=1, description="Candidates passed to the reranker.")
 
     # Generation
-    llm_model: str = Field("", description="Hugging Face id, local folder or .gguf file; default: bundled SmolLM2.")
+    llm_model: str = Field(
+        "",
+        description="Hugging Face id, local folder or .gguf file; default: bundled SmolLM2. "
+        "With llm_base_url: the model's name on the server.",
+    )
+    llm_base_url: str = Field(
+        "",
+        description="An OpenAI-compatible server (vLLM, TGI, llama.cpp, Ollama, transformers serve) such as "
+        "http://gpu-box:8000/v1 (a URL without a path gets /v1); llm_model is then the model's name on the "
+        "server (default: the one model it serves). Empty: the in-process model.",
+    )
+    llm_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key for llm_base_url; a secret: repr, logs and reports show it as **********. "
+        "Empty sends a placeholder, for servers without keys.",
+    )
+    llm_context_window: int | None = Field(
+        None,
+        ge=256,
+        description="Tokens the server's model attends to (prompt plus answer). Unset: what the server reports "
+        "(vLLM's max_model_len, llama.cpp's n_ctx_train), else the tokenizer folder's config, else 4096.",
+    )
+    llm_tokenizer: str = Field(
+        "",
+        description="Local tokenizer folder for a server's model, to count prompt tokens exactly. Unset: "
+        "llm_model if it is a local folder, else an estimate of 3.5 characters per token (errs long for prose).",
+    )
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
     llm_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     llm_quantize: Literal["auto", "int8", "none"] = Field(

@@ -12,6 +12,10 @@ problems: torn documents (not all chunks of a version, or chunks of several vers
 one source, as a killed ingest can leave) and orphan chunks (whose document has no first
 chunk). It only reads: it never creates, changes or repairs anything.
 
+With ``RAG_LLM_BASE_URL`` set it also reports the LLM server: its URL, the models it serves,
+the one answers will use, its context window and the latency of one models call; a server
+that cannot be used is a problem.
+
 Exit status of ``run_doctor``: 0 healthy, 1 problems found, 2 store unreachable or unusable.
 """
 
@@ -27,6 +31,7 @@ from typing import Any, TextIO
 from rag.config import Settings
 from rag.local_server import endpoint_file, running_endpoint
 from rag.milvus import MilvusCollection, StoreError
+from rag.openai_generator import ServerReport, describe_server
 
 SCAN_BATCH = 1000
 INDEX_KEYS = {
@@ -65,6 +70,7 @@ class DoctorReport:
     orphans: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     error: str = ""
+    llm: ServerReport | None = None  # with RAG_LLM_BASE_URL: the LLM server
 
     @property
     def exit_code(self) -> int:
@@ -77,6 +83,10 @@ def diagnose(settings: Settings) -> DoctorReport:
     """Connect, inspect and scan the configured collection; never raises for store trouble."""
     report = DoctorReport(collection=settings.collection, configured_model=settings.embedding_model_name)
     report.location = _describe_location(settings)
+    if settings.llm_base_url:
+        report.llm = describe_server(settings)
+        if report.llm.error:
+            report.problems.append(f"LLM server: {report.llm.error}")
     collection = MilvusCollection(settings, read_batch=SCAN_BATCH)
     try:
         collection.connect()
@@ -215,6 +225,7 @@ def format_report(report: DoctorReport) -> str:
     lines.append(f"  location:    {report.location}")
     lines.append(f"  URI:         {report.uri}")
     if report.error:
+        lines += _llm_lines(report.llm)
         lines += ["", f"UNREACHABLE: {report.error}"]
         return "\n".join(lines)
     bm25 = "yes" if report.server_bm25 else "no (needs Milvus 2.5+): dense search only"
@@ -234,12 +245,28 @@ def format_report(report: DoctorReport) -> str:
         lines.append(f"  contents:    {report.documents} documents, {report.chunks} chunks")
     else:
         lines.append("  (does not exist)")
+    lines += _llm_lines(report.llm)
     if report.problems:
         lines.append(f"Problems ({len(report.problems)}):")
         lines += [f"  - {p}" for p in report.problems]
     else:
         lines.append("No problems found.")
     return "\n".join(lines)
+
+
+def _llm_lines(llm: ServerReport | None) -> list[str]:
+    if llm is None:
+        return []
+    lines = ["LLM server", f"  URL:         {llm.url}"]
+    if llm.latency_s is not None:
+        lines.append(f"  latency:     {llm.latency_s * 1000:.0f} ms (one models call)")
+    if llm.models:
+        lines.append(f"  models:      {', '.join(llm.models)}")
+    if llm.error:
+        lines.append(f"  UNUSABLE:    {llm.error}")
+    else:
+        lines.append(f"  answers by:  {llm.model}, context window {llm.context_window} tokens")
+    return lines
 
 
 def run_doctor(settings: Settings, out: TextIO | None = None) -> int:

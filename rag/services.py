@@ -16,7 +16,7 @@ from rag.store import DocumentStore
 
 if TYPE_CHECKING:
     from rag.answering import AnswerPipeline
-    from rag.generation import TransformersGenerator
+    from rag.generation import Generator
     from rag.retrieval import Retriever
 
 
@@ -45,7 +45,12 @@ class Services:
         return Ingestor(self.settings, self.embedder, self.store())
 
     @cached_property
-    def generator(self) -> TransformersGenerator:
+    def generator(self) -> Generator:
+        """The in-process model, or an OpenAI-compatible server's when ``RAG_LLM_BASE_URL`` is set."""
+        if self.settings.llm_base_url:
+            from rag.openai_generator import OpenAIGenerator
+
+            return OpenAIGenerator(self.settings)
         from rag.generation import TransformersGenerator
 
         return TransformersGenerator(self.settings)
