@@ -42,7 +42,7 @@ def workspace(root: Path, make_pdf) -> Path:
     (root / "notes" / "one.md").write_text("One note about sourdough bread and wild yeast.")
     (root / "notes" / "two.md").write_text("Two notes about volcanoes and basalt.")
     (root / "notes" / "three.txt").write_text("not matched by the glob")
-    (root / "bad.docx").write_bytes(b"PK\x03\x04")
+    (root / "bad.doc").write_bytes(b"\xd0\xcf\x11\xe0")  # legacy Word: not supported
     return root
 
 
@@ -87,7 +87,7 @@ def test_bad_usage_exits_2(tmp_path: Path, args: tuple[str, ...], message: str) 
 def test_the_command_end_to_end(tmp_path: Path, make_pdf, embedder) -> None:
     root = workspace(tmp_path, make_pdf)
 
-    ingest = run_command("docs", "notes/*.md", "bad.docx", "missing.txt", cwd=root)
+    ingest = run_command("docs", "notes/*.md", "bad.doc", "missing.txt", cwd=root)
 
     assert ingest.returncode == 1, ingest.stderr
     lines = outcome_lines(ingest.stderr)
@@ -97,12 +97,12 @@ def test_the_command_end_to_end(tmp_path: Path, make_pdf, embedder) -> None:
         "docs/sub/b.md",
         "notes/one.md",
         "notes/two.md",
-        "bad.docx",
+        "bad.doc",
         "missing.txt",
     }
     assert re.fullmatch(r"\+ added +docs/paper\.pdf \(3 pages, \d+ chunks?\)", lines["docs/paper.pdf"])
     assert re.fullmatch(r"\+ added +notes/one\.md \(1 pages?, 1 chunks?\)", lines["notes/one.md"])
-    assert lines["bad.docx"].startswith("! failed     bad.docx: unsupported file type '.docx'; supported: ")
+    assert lines["bad.doc"].startswith("! failed     bad.doc: unsupported file type '.doc'; supported: ")
     assert lines["missing.txt"] == "! failed     missing.txt: no such file, folder or match"
     assert re.fullmatch(
         r"7 files: 5 added, 0 replaced, 0 unchanged, 2 failed \(\d+ chunks, [\d.]+ s\)\n", ingest.stdout

@@ -162,9 +162,9 @@ def test_bad_files_fail_one_by_one_and_the_batch_goes_on(
     (tmp_path / "empty.txt").write_bytes(b"")
     make_pdf(tmp_path / "scan.pdf", ["", ""])
     (tmp_path / "binary.txt").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
-    (tmp_path / "letter.docx").write_bytes(b"PK\x03\x04 not really")
+    (tmp_path / "letter.doc").write_bytes(b"\xd0\xcf\x11\xe0 legacy Word")
     (tmp_path / "tool.exe").write_bytes(b"MZ\x90\x00")
-    names = ["locked.pdf", "truncated.pdf", "empty.txt", "scan.pdf", "binary.txt", "letter.docx", "tool.exe"]
+    names = ["locked.pdf", "truncated.pdf", "empty.txt", "scan.pdf", "binary.txt", "letter.doc", "tool.exe"]
 
     report = ingestor.ingest([tmp_path / name for name in names[:4]] + [good_pdf] + [tmp_path / n for n in names[4:]])
 
@@ -176,7 +176,7 @@ def test_bad_files_fail_one_by_one_and_the_batch_goes_on(
         "scan.pdf": "no text could be extracted from any of its 2 pages: it is probably a scan without a "
         "text layer; OCR is not included, run it through an OCR tool first",
         "binary.txt": "the file looks binary (it contains NUL bytes), not text",
-        "letter.docx": "unsupported file type '.docx'; supported:",
+        "letter.doc": "unsupported file type '.doc'; supported:",
         "tool.exe": "unsupported file type '.exe'; supported:",
     }
     for name, message in expected.items():

@@ -111,7 +111,7 @@ def bad_files(tmp_path: Path, make_pdf) -> dict[str, tuple[Path, str]]:
     add("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "the file looks binary")
     add("cp.txt", bytes(range(0x80, 0xA0)) * 10, "not readable text")
     add("blank.md", b"  \n\t\n  ", "the file holds only whitespace")
-    add("report.docx", b"PK\x03\x04 zipped word", "unsupported file type '.docx'")
+    add("report.doc", b"\xd0\xcf\x11\xe0 legacy Word", "unsupported file type '.doc'")
     add("setup.exe", b"MZ\x90\x00", "unsupported file type '.exe'")
     add("README", b"no suffix", "unsupported file type '(none)'")
     return cases
@@ -128,7 +128,7 @@ BAD_NAMES = [
     "image.txt",
     "cp.txt",
     "blank.md",
-    "report.docx",
+    "report.doc",
     "setup.exe",
     "README",
 ]
