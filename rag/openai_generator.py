@@ -176,7 +176,12 @@ class OpenAIGenerator:
             page = self.client().models.list(timeout=self.settings.connect_timeout_s)
             self.models_latency_s = time.perf_counter() - start
             return [entry.model_dump() for entry in page.data]
-        except openai.NotFoundError:  # a server without a model list: the name cannot be checked
+        except openai.NotFoundError as exc:  # a server without a model list, or a wrong URL
+            if not self.settings.llm_model:
+                raise GeneratorError(
+                    f"The LLM server at {self.base_url} has no models list ({exc.status_code}): check "
+                    "RAG_LLM_BASE_URL (it usually ends in /v1), or set RAG_LLM_MODEL to the model's name on it."
+                ) from None
             logger.warning("%s has no /models endpoint; RAG_LLM_MODEL is used unchecked", self.base_url)
             return []
         except openai.OpenAIError as exc:
@@ -385,7 +390,7 @@ class OpenAIGenerator:
                 served = self._models_now()
                 if served is not None and not any(_same_model(self.model_name, name) for name in served):
                     return GeneratorError(self._unknown_model_message(self.model_name, served))
-            hint = ""
+            hint = " Check RAG_LLM_BASE_URL (it usually ends in /v1)." if exc.status_code == 404 else ""
             if any(word in detail.lower() for word in ("context", "too long", "maximum")):
                 hint = " The prompt may be longer than the model's window: set RAG_LLM_CONTEXT_WINDOW lower."
             return GeneratorError(f"The LLM server at {url} answered {exc.status_code}: {detail}.{hint}")

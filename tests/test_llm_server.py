@@ -180,7 +180,9 @@ class KeyedHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         auth = self.headers.get("Authorization", "")
-        if auth == f"Bearer {KEY}":
+        if self.path != "/v1/models":
+            status, body = 404, {"detail": "Not Found"}
+        elif auth == f"Bearer {KEY}":
             status, body = 200, {"object": "list", "data": [{"id": "keyed-model", "object": "model"}]}
         elif auth == "Bearer banned":
             status, body = 403, {"error": {"message": "This key may not use this model", "type": "forbidden"}}
@@ -276,6 +278,9 @@ def test_a_refused_key_says_check_the_key(caplog: pytest.LogCaptureFixture) -> N
         assert not good.exact_tokens and good.count_tokens("x" * 35) == 10
         report = describe_server(Settings(llm_base_url=url, llm_api_key="sk-wrong"))
         assert "RAG_LLM_API_KEY" in report.error
+        with pytest.raises(GeneratorError) as wrong_path:  # a base URL that misses the API
+            OpenAIGenerator(Settings(llm_base_url=f"{url}/api", llm_api_key=KEY)).load()
+        assert "has no models list (404): check RAG_LLM_BASE_URL" in str(wrong_path.value)
     finally:
         server.shutdown()
         server.server_close()
