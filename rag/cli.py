@@ -90,10 +90,12 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     if key is not None:
         page = f", page {key.page}" if key.page is not None else ""
         print(f"Key sentence from the sources:\n  “{key.text}”\n  — {key.source}{page} [{key.n}]\n")
-    for piece in stream:
-        print(piece, end="", flush=True)
+    try:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    finally:
+        print()  # an error about a cut answer starts on its own line
     answer = stream.answer()
-    print()
     if answer.text != stream.streamed_text:
         print(f"\nWith citations checked:\n{answer.text}")
     unsupported = [s for s in answer.sentences if not s.supported]
