@@ -37,7 +37,7 @@ def test_word_document_keeps_headings_paragraphs_and_table_rows_in_order() -> No
     lines = lines_of(page.text)
     assert lines[0] == "# Lighthouse Maintenance Report"
     assert "## Inspection results" in lines
-    assert "- a spare lamp for Skerry Point" in lines
+    assert "- new storm shutters at Cape Wrath\n- a spare lamp for Skerry Point\n- paint for" in page.text
     row = "Lighthouse: Skerry Point; Last inspection: 2024-03-14; Lamp hours: 9,870; Status: Lamp flickers at dusk"
     assert row in lines
     # document order: heading, then the table, then the paragraph written after it
@@ -346,3 +346,11 @@ def test_each_format_is_ingested_and_found_by_a_question(
 
     again = ingestor.ingest(paths)
     assert {result.outcome for result in again.files} == {Outcome.UNCHANGED}
+
+    uploaded = ingestor.ingest_upload("orchard.pptx", (FORMATS / "deck.pptx").read_bytes())  # the upload page's path
+    assert (uploaded.outcome, uploaded.pages, uploaded.source) == (Outcome.ADDED, 4, "orchard.pptx")
+    refused = ingestor.ingest_upload("orchard.pptx", (FORMATS / "encrypted.docx").read_bytes())
+    assert refused.outcome is Outcome.FAILED
+    assert refused.error.startswith("the presentation is encrypted with a password; remove the password")
+    stored = {document.source: document.pages for document in store.list_documents()}
+    assert stored["orchard.pptx"] == 4  # the stored version is kept

@@ -40,7 +40,7 @@ def read_docx(data: bytes) -> ReadResult:
         blocks = list(_docx_blocks(document))
     except (PackageNotFoundError, XMLSyntaxError, *_BROKEN) as exc:
         raise _broken(DOCX, exc) from exc
-    text = normalise_text("\n\n".join(block for block in blocks if block))
+    text = normalise_text(_join_blocks(blocks))
     if not text:
         raise LoadError("the Word document holds no text")
     return [Page(text=text, number=None)], 1
@@ -54,6 +54,17 @@ def _docx_blocks(document: Any) -> Iterator[str]:
             yield "\n".join(table_lines(_docx_rows(block)))
         else:
             yield _docx_paragraph(block)
+
+
+def _join_blocks(blocks: list[str]) -> str:
+    """Blocks as paragraphs, except that the items of one list stay on consecutive lines."""
+    parts: list[str] = []
+    for block in filter(None, blocks):
+        if parts and block.startswith("- ") and parts[-1].startswith("- "):
+            parts[-1] += f"\n{block}"
+        else:
+            parts.append(block)
+    return "\n\n".join(parts)
 
 
 def _docx_paragraph(paragraph: Any) -> str:
