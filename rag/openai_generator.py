@@ -126,7 +126,7 @@ class OpenAIGenerator:
         self.models_latency_s: float | None = None  # of the latest /v1/models call
         self._window: int | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._client: OpenAI | None = None
+        self._api: OpenAI | None = None
         self._lock = threading.Lock()
 
     # Loading ------------------------------------------------------------------------------
@@ -156,16 +156,16 @@ class OpenAIGenerator:
                 "local tokenizer" if self._tokenizer is not None else f"estimated at {CHARS_PER_TOKEN} chars/token",
             )
 
-    def client(self) -> OpenAI:
+    def api(self) -> OpenAI:
         """The ``openai`` client: no retries (each failure is reported at once, clearly), and connecting
         gives up after ``RAG_CONNECT_TIMEOUT_S``."""
-        if self._client is None:
+        if self._api is None:
             import openai
 
             key = self.settings.llm_api_key.get_secret_value() or PLACEHOLDER_KEY
             timeout = openai.Timeout(READ_TIMEOUT_S, connect=self.settings.connect_timeout_s)
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
-        return self._client
+            self._api = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        return self._api
 
     def _list_models(self) -> list[dict[str, Any]]:
         """The server's /v1/models entries as plain dicts; the whole call is bound by ``RAG_CONNECT_TIMEOUT_S``."""
@@ -173,7 +173,7 @@ class OpenAIGenerator:
 
         try:
             start = time.perf_counter()
-            page = self.client().models.list(timeout=self.settings.connect_timeout_s)
+            page = self.api().models.list(timeout=self.settings.connect_timeout_s)
             self.models_latency_s = time.perf_counter() - start
             return [entry.model_dump() for entry in page.data]
         except openai.NotFoundError as exc:  # a server without a model list, or a wrong URL
@@ -322,7 +322,7 @@ class OpenAIGenerator:
         }
         self.last_decode = None
         try:
-            response = self.client().chat.completions.create(**request)
+            response = self.api().chat.completions.create(**request)
         except openai.OpenAIError as exc:
             raise self._explain(exc, request_failed=True) from None
         text, finished = "", None
@@ -399,7 +399,7 @@ class OpenAIGenerator:
     def _models_now(self) -> list[str] | None:
         """The served model names, asked again (None if that fails too)."""
         try:
-            return [entry.id for entry in self.client().models.list(timeout=self.settings.connect_timeout_s).data]
+            return [entry.id for entry in self.api().models.list(timeout=self.settings.connect_timeout_s).data]
         except Exception:
             return None
 
