@@ -118,13 +118,18 @@ class Embedder(Embeddings):
         """Normalised vectors; safe to call from several threads (calls take turns)."""
         model = self.model
         with self._lock:
-            return model.encode(
+            vectors = model.encode(
                 texts,
                 batch_size=batch_size or self.settings.embedding_batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        # In half precision the model normalises to within about 0.3 %: normalise again in float32 so
+        # that dot products stay cosines (the relevance threshold and the IP metric rely on it).
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode(texts).tolist()

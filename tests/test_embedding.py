@@ -36,6 +36,7 @@ def test_bfloat16_vectors_match_float32_and_stay_float32() -> None:
     assert (full.dtype, half.dtype) == ("float32", "bfloat16")
     a, b = full.encode(TEXTS), half.encode(TEXTS)
     assert a.dtype == b.dtype == np.float32  # what the store holds does not depend on the precision
+    assert np.abs(np.linalg.norm(b, axis=1) - 1).max() < 1e-5  # unit length, so dot products are cosines
     cosine = (a * b).sum(axis=1)
     assert cosine.min() >= 0.995, cosine
     assert not np.array_equal(a, b)  # the bfloat16 path really ran
