@@ -35,9 +35,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".log"}
-PDF_SUFFIXES = {".pdf"}
-OFFICE_SUFFIXES = {".docx", ".pptx"}
-SPREADSHEET_SUFFIXES = {".xlsx", ".csv"}
 WEB_SUFFIXES = {".html", ".htm"}
 
 READERS: dict[str, Callable[[bytes], ReadResult]] = {
