@@ -192,8 +192,8 @@ def word_key(word: str) -> str:
 def extract_facts(sentence: str, *, question: str = "", vocabulary: Collection[str] = frozenset()) -> list[Fact]:
     """The facts of an answer's sentence that its source must hold.
 
-    Citation markers and a leading list number are not facts, nor are numbers that restate
-    the question. ``vocabulary`` (lowercase whole words the embedding model knows) tells a
+    Citation markers and a leading list number are not facts, nor are numbers and rare words
+    that restate the question. ``vocabulary`` (lowercase whole words the embedding model knows) tells a
     common word at the start of a sentence from a name, and a rare technical word from an
     everyday one; without it only capitalised words inside the sentence count as names.
     """
@@ -237,7 +237,12 @@ def extract_facts(sentence: str, *, question: str = "", vocabulary: Collection[s
         if value not in asked:
             facts.append(Fact("number", match[1], value))
 
-    facts.extend(_names(text, vocabulary, taken))
+    # A rare word the question already used ("the arXiv identifier") restates it, like a number does;
+    # names stay checked, so an answer about the wrong Zenda is still caught.
+    asked_words = {word_key(w) for w in _words(question)}
+    facts.extend(
+        f for f in _names(text, vocabulary, taken) if f.kind != "term" or word_key(f.words[0]) not in asked_words
+    )
     return _unique(facts)
 
 

@@ -7,7 +7,9 @@ a page that says 21.0 %. A sentence therefore counts as supported only when
    taken as the better of the whole passage and its closest sentence), and
 2. those passages hold every fact it states (``rag.facts``: figures with units, dates, names,
    quoted and rare terms), numbers that restate the question excepted, and
-3. it does not flip the negation of the source sentence it restates ("is not" for "is").
+3. it does not flip the negation of the source sentence it restates ("is not" for "is"), and
+4. it does not pair a figure with another item than the source does (``rag.relations``: a
+   "respectively" list or a table row: "the base model uses ResNet 101" where 101 is the large one's).
 
 An uncited sentence is checked against each passage in turn and takes the first that
 supports it. Each result names its reason when unsupported ("2.0% is not in source [1]")
@@ -36,6 +38,7 @@ from rag.answering import Evidence, KeySentence, SentenceCheck, Source, cited_nu
 from rag.embedding import Embedder
 from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, find_numbers, near_copy_changes
 from rag.keywords import STOP_WORDS, stem
+from rag.relations import swapped_pairing
 from rag.sentences import sentence_spans, split_sentences
 
 # A sentence this close to a source sentence restates it: a negation in one and not the other flips it.
@@ -103,6 +106,7 @@ class GroundingChecker:
         negation: bool = True,
         sentence_similarity: bool = True,
         near_copy: bool = True,
+        pairings: bool = True,
     ) -> None:
         self.embedder = embedder
         self.threshold = threshold
@@ -111,12 +115,15 @@ class GroundingChecker:
         self.use_negation = negation
         self.use_sentence_similarity = sentence_similarity  # also the passage's closest sentence, not only the whole
         self.use_near_copy = near_copy  # swapped words and quotations, against the closest source sentence
+        self.use_pairings = pairings  # a figure the source gives for another row or "respectively" item
         self._text_facts: dict[str, TextFacts] = {}
 
     @classmethod
     def similarity_only(cls, embedder: Embedder, threshold: float) -> GroundingChecker:
         """The check before issue 11: the sentence's cosine similarity to the whole cited passage."""
-        return cls(embedder, threshold, facts=False, negation=False, sentence_similarity=False, near_copy=False)
+        return cls(
+            embedder, threshold, facts=False, negation=False, sentence_similarity=False, near_copy=False, pairings=False
+        )
 
     @cached_property
     def vocabulary(self) -> frozenset[str]:
@@ -182,6 +189,10 @@ class GroundingChecker:
         texts = [self.facts_of(sources[by_number[n]].text) for n in group]
         if facts:
             missing = [f for f in facts if not any(t.has(f) for t in texts)]
+        swap = None
+        if self.use_pairings:
+            figures = [f for f in facts if f.kind in ("number", "year") and f not in missing]
+            swap = swapped_pairing(sentence, [sources[by_number[n]].text for n in group], figures) if figures else None
         negation_change = None
         quoted = False
         if self.use_near_copy and members:
@@ -206,6 +217,8 @@ class GroundingChecker:
         if missing:
             verb = "is" if len(missing) == 1 else "are"
             reasons.append(f"{_listing([f.text for f in missing])} {verb} not in {_sources_label(group)}")
+        if swap is not None:
+            reasons.append(f"{_sources_label(group)} gives {swap.value} for “{swap.source_says}”, not “{swap.said}”")
         if self.use_negation and members:
             closest = flat[members[0]].text
             if negation_change is None and sentence_best >= NEGATION_SIMILARITY:

@@ -187,6 +187,16 @@ def test_numbers_that_restate_the_question_do_not_count(checker: GroundingChecke
     assert not not_asked.supported and not_asked.reason == "400 W is not in source [1]"
 
 
+def test_rare_words_that_restate_the_question_do_not_count_but_names_do(checker: GroundingChecker) -> None:
+    sentence = "The photovoltaic warranty of the SolarMax module is 12 years [1]."
+    asked, _ = check_one(checker, sentence, question="How long is the photovoltaic warranty?")
+    assert asked.supported, asked.reason
+    not_asked, _ = check_one(checker, sentence, question="How long is the warranty?")
+    assert not not_asked.supported and not_asked.reason == "photovoltaic is not in source [1]"
+    named, _ = check_one(checker, "The Zenda module carries a warranty of 12 years [1].", "What warranty has Zenda?")
+    assert not named.supported and named.reason == "Zenda is not in source [1]"
+
+
 def test_an_unrelated_sentence_is_not_similar_enough(checker: GroundingChecker) -> None:
     result, _ = check_one(checker, "Quantum chromodynamics describes gluons [1].")
     assert not result.supported
