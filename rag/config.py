@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
     max_file_mb: int = Field(200, ge=1, description="Largest file accepted by ingest and upload.")
+    ocr: Literal["auto", "off", "force"] = Field(
+        "auto",
+        description="OCR of images and scanned PDF pages (offline, rapidocr). auto: pages without a text layer, "
+        "or with one too small for the ink on the page (a docket line over a scan); force: every page with ink; "
+        "off: none, and the outcome names the pages left without text.",
+    )
 
     # Retrieval
     top_k: int = Field(4, ge=1, le=100)
