@@ -1,0 +1,197 @@
+"""Stored conversations: the SQLite history (real files in a tmp folder), its faults, and the CLI.
+
+The library tests build answers by hand and run in milliseconds; the CLI tests run
+``python -m rag ask`` and ``chats`` with the real bundled models on a small ingested file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from rag.answering import Answer, Evidence, KeySentence, SentenceCheck, Source
+from rag.config import Settings
+from rag.conversations import (
+    FILE_NAME,
+    SCHEMA_VERSION,
+    ConversationNotFound,
+    ConversationStore,
+    ConversationStoreError,
+    deleted_sources,
+    title_for,
+    to_markdown,
+    used_settings,
+)
+
+PASSAGE = "The module's maximum efficiency is 21.0 %. It weighs 18 kg."
+
+
+def make_answer(question: str = "What is the module's efficiency?", query: str | None = None) -> Answer:
+    sources = [
+        Source(1, "/docs/datasheet.pdf", "datasheet.pdf", 2, 0.81, PASSAGE, cited=True),
+        Source(2, "/docs/notes.md", "notes.md", None, 0.42, "Unrelated notes.", cited=False),
+    ]
+    sentences = [
+        SentenceCheck(
+            "Its efficiency is 21.0 % [1].",
+            True,
+            0.9,
+            [1],
+            evidence=[Evidence(1, "/docs/datasheet.pdf", 2, "The module's maximum efficiency is 21.0 %.")],
+        ),
+        SentenceCheck("It costs $5 [1].", False, 0.3, [1], reason="$5 is not in source [1]", missing=["$5"]),
+    ]
+    key = KeySentence("The module's maximum efficiency is 21.0 %.", "/docs/datasheet.pdf", 2, 1, 0.77)
+    text = " ".join(s.text for s in sentences)
+    return Answer(text, False, sources, sentences, question, query or question, key)
+
+
+@pytest.fixture()
+def chats(tmp_path: Path) -> ConversationStore:
+    return ConversationStore(tmp_path / "data" / FILE_NAME)
+
+
+def rows(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# The library ----------------------------------------------------------------------------
+
+
+def test_an_exchange_round_trips_with_query_marks_sources_and_settings(chats: ConversationStore):
+    answer = make_answer("and its weight?", query="What is the module's efficiency? and its weight?")
+    used = used_settings(Settings(), top_k=6, threshold=0.3, mode="dense")
+    cid = chats.record(None, answer, settings=used, collection="papers")
+
+    [conversation] = chats.list()
+    assert (conversation.id, conversation.turns, conversation.collection) == (cid, 1, "papers")
+    assert conversation.title == "and its weight?"
+    [exchange] = chats.get(cid).exchanges
+    assert exchange.question == "and its weight?"
+    assert exchange.query == "What is the module's efficiency? and its weight?", "the rewritten search query"
+    assert exchange.response == answer.to_dict(), "the ask --json shape, grounding marks included"
+    assert exchange.response["sentences"][1]["reason"] == "$5 is not in source [1]"
+    assert [(s["source"], s["page"], s["cited"]) for s in exchange.sources] == [
+        ("/docs/datasheet.pdf", 2, True),
+        ("/docs/notes.md", None, False),
+    ]
+    assert exchange.settings["top_k"] == 6 and exchange.settings["threshold"] == 0.3
+    assert exchange.settings["mode"] == "dense" and exchange.settings["llm_model"]
+    assert exchange.asked <= exchange.answered and exchange.answered.endswith("+00:00")
+    assert exchange.to_answer() == answer, "a stored answer renders as it did when it was asked"
+    with sqlite3.connect(chats.path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+
+
+def test_continue_list_newest_first_rename_and_delete(chats: ConversationStore):
+    first = chats.record(None, make_answer("What is the efficiency?"), settings={}, collection="documents")
+    time.sleep(0.01)
+    second = chats.record(None, make_answer("Who makes the module?"), settings={}, collection="documents")
+    assert first != second
+    assert [c.id for c in chats.list()] == [second, first]
+
+    time.sleep(0.01)
+    assert chats.record(first, make_answer("and its weight?"), settings={}, collection="documents") == first
+    listed = chats.list()
+    assert [(c.id, c.turns) for c in listed] == [(first, 2), (second, 1)], "continuing moves it to the top"
+    assert chats.latest().id == first
+    assert chats.history(first) == ["What is the efficiency?", "and its weight?"]
+
+    chats.rename(first, "  Solar   module ")
+    assert chats.get(first).title == "Solar module"
+    with pytest.raises(ValueError, match="cannot be empty"):
+        chats.rename(first, "   ")
+    assert chats.get(first).title == "Solar module"
+
+    assert chats.delete(first) == 2
+    assert [c.id for c in chats.list()] == [second]
+    assert rows(chats.path, "exchanges") == 1, "its exchanges went with it"
+    for call in (lambda: chats.get(first), lambda: chats.delete(first), lambda: chats.rename(first, "x")):
+        with pytest.raises(ConversationNotFound, match=f"No conversation '{first}'"):
+            call()
+    with pytest.raises(ConversationNotFound, match="not saved"):
+        chats.record(first, make_answer(), settings={}, collection="documents")
+    assert rows(chats.path, "exchanges") == 1
+
+
+def test_titles_are_one_line_and_cut_at_a_word():
+    assert title_for("  What is\nthe efficiency? ") == "What is the efficiency?"
+    long = "word " * 30
+    title = title_for(long)
+    assert title.endswith("…") and len(title) <= 61 and "  " not in title
+
+
+def test_a_failed_write_stores_nothing(chats: ConversationStore, monkeypatch: pytest.MonkeyPatch):
+    """The conversation row and its first exchange are one transaction."""
+    chats.check()
+    answer = make_answer()
+    monkeypatch.setattr(answer, "to_dict", lambda: {"bad": object()})  # not JSON: fails after the conversation row
+    with pytest.raises(TypeError):
+        chats.record(None, answer, settings={}, collection="documents")
+    assert rows(chats.path, "conversations") == 0
+    assert rows(chats.path, "exchanges") == 0
+
+
+def test_a_corrupt_file_is_named_and_left_as_it_was(chats: ConversationStore):
+    chats.path.parent.mkdir(parents=True)
+    garbage = b"this is not a database\x00" * 200
+    chats.path.write_bytes(garbage)
+    for call in (chats.check, chats.list, lambda: chats.record(None, make_answer(), settings={}, collection="d")):
+        with pytest.raises(ConversationStoreError) as caught:
+            call()
+        assert str(chats.path) in str(caught.value)
+        assert "not a readable SQLite database" in str(caught.value)
+        assert "move the file away" in str(caught.value)
+    assert chats.path.read_bytes() == garbage, "a corrupt history is never overwritten"
+
+
+def test_a_locked_file_is_reported_in_about_a_second_and_stores_nothing(chats: ConversationStore):
+    cid = chats.record(None, make_answer(), settings={}, collection="documents")
+    holder = sqlite3.connect(chats.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConversationStoreError, match="locked by another program"):
+            chats.record(cid, make_answer("and its weight?"), settings={}, collection="documents")
+        assert 0.5 < time.monotonic() - started < 10, "waits for the lock briefly, then says so"
+        with pytest.raises(ConversationStoreError, match="locked"):
+            ConversationStore(chats.path).list()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert chats.get(cid).turns == 1, "nothing half-stored while it was locked"
+    assert chats.record(cid, make_answer("and its weight?"), settings={}, collection="documents") == cid
+    assert chats.get(cid).turns == 2, "it works again once the lock is gone"
+
+
+def test_a_newer_schema_is_refused(chats: ConversationStore):
+    chats.check()
+    with sqlite3.connect(chats.path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ConversationStoreError, match="newer version of this app"):
+        ConversationStore(chats.path).list()
+
+
+def test_markdown_export_has_citations_with_file_and_page(chats: ConversationStore):
+    cid = chats.record(None, make_answer(), settings={}, collection="papers")
+    chats.record(cid, make_answer("and its weight?"), settings={}, collection="papers")
+    conversation = chats.get(cid)
+
+    text = to_markdown(conversation)
+    assert text.startswith("# What is the module's efficiency?\n")
+    assert "Collection: papers" in text
+    assert text.count("## ") == 2 and "## and its weight?" in text
+    assert "Its efficiency is 21.0 % [1]. It costs $5 [1]." in text
+    assert "- [1] datasheet.pdf, page 2\n" in text
+    assert "notes.md" not in text, "only the cited sources are listed"
+    assert "> — datasheet.pdf, page 2" in text
+    assert "(deleted)" not in text
+
+    gone = deleted_sources(conversation, ["/docs/notes.md"])
+    assert gone == {"/docs/datasheet.pdf"}
+    assert deleted_sources(conversation, ["/docs/datasheet.pdf", "/docs/notes.md"]) == set()
+    assert "- [1] datasheet.pdf, page 2 (deleted)" in to_markdown(conversation, gone)
