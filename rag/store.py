@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from rag.milvus import (
     META_FIELDS,
     READ_BATCH,
     SCHEMA_VERSION,
+    CollectionGoneError,
     CollectionSpec,
     MilvusCollection,
     StoreError,
@@ -48,6 +49,7 @@ SearchMode = Literal["dense", "bm25", "hybrid"]
 
 __all__ = [
     "META_FIELDS",
+    "CollectionGoneError",
     "DocumentStore",
     "EmbeddingModelMismatchError",
     "SearchMode",
@@ -55,6 +57,19 @@ __all__ = [
     "StoreUnavailableError",
     "check_connection",
 ]
+
+
+# Documents per batched version check and stale-chunk delete (a delete's filter grows with each one).
+STATE_BATCH = 256
+STALE_BATCH = 256
+
+
+class VersionState(NamedTuple):
+    """A document's stored state: known at all, this exact version stored completely and alone, rows stored."""
+
+    known: bool
+    complete: bool
+    chunks: int
 
 
 class EmbeddingModelMismatchError(StoreError):
@@ -230,6 +245,26 @@ class DocumentStore:
         complete = versions == {(content_hash, chunking)} and len(rows) == rows[0]["chunk_count"]
         return True, complete
 
+    def version_states(self, versions: Mapping[str, str], chunking: str | None = None) -> dict[str, VersionState]:
+        """``version_state`` of many documents (source -> content hash) in one query per page of rows,
+        with the chunks stored under each (many small files cost one round trip, not one each)."""
+        chunking = self._chunking(chunking)
+        fields = ["source", "doc_hash", "chunk_count", *(["chunking"] if chunking is not None else [])]
+        found: dict[str, list[dict[str, Any]]] = {}
+        sources = list(versions)
+        for start in range(0, len(sources), STATE_BATCH):
+            for row in self.milvus.rows(fields, sources=sources[start : start + STATE_BATCH]):
+                found.setdefault(row["source"], []).append(row)
+        states = {}
+        for source, content_hash in versions.items():
+            rows = found.get(source, [])
+            versions_seen = {(r["doc_hash"], r.get("chunking") if chunking is not None else None) for r in rows}
+            complete = (
+                bool(rows) and versions_seen == {(content_hash, chunking)} and len(rows) == rows[0]["chunk_count"]
+            )
+            states[source] = VersionState(bool(rows), complete, len(rows))
+        return states
+
     def write(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, chunking: str = "") -> None:
         """Upsert one document version, then delete whatever else is stored under its source."""
         if not chunks:
@@ -287,6 +322,13 @@ class DocumentStore:
     def remove_stale(self, chunk: Chunk, *, chunking: str | None = "") -> None:
         """Delete what is stored under the chunk's source but is not part of its version."""
         self.milvus.delete(source=chunk.source, outside=(chunk.content_hash, self._chunking(chunking), chunk.count))
+
+    def remove_stale_many(self, firsts: Sequence[Chunk], *, chunking: str | None = "") -> None:
+        """``remove_stale`` for many documents (one chunk of each), one delete per ``STALE_BATCH`` of them."""
+        chunking = self._chunking(chunking)
+        for start in range(0, len(firsts), STALE_BATCH):
+            part = firsts[start : start + STALE_BATCH]
+            self.milvus.delete(outside_each=[(c.source, c.content_hash, chunking, c.count) for c in part])
 
     def discard_version(self, source: str, content_hash: str, chunking: str | None = None) -> None:
         """Delete the chunks of one version of a document (a write that failed half-way)."""

@@ -29,7 +29,7 @@ class Harness:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.uploads = data_dir / "uploads"
+        self.uploads = data_dir / "uploads" / "app_test"  # a collection other than the default has its own
         self.at = AppTest.from_file(str(APP), default_timeout=600)
 
     def run(self) -> AppTest:
