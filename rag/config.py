@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         description="Local tokenizer folder for a server's model, to count prompt tokens exactly. Unset: "
         "llm_model if it is a local folder, else an estimate of 3.5 characters per token (errs long for prose).",
     )
+    llm_max_concurrency: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Questions sent to llm_base_url at once; more wait their turn, fairly by session "
+        "(rag.queueing). The in-process model answers one at a time whatever this says.",
+    )
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
     llm_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     llm_quantize: Literal["auto", "int8", "none"] = Field(
