@@ -61,17 +61,28 @@ def holds(text: str, answers: list[str]) -> bool:
     return False
 
 
+def shown(path: Path) -> str:
+    """A path as a reader types it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def load_dev_set(path: Path = DEV_SET) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run(
-    configs: list[str], limit: int | None, pdfs: Path, max_new_tokens: int | None, done: Any = None
+    configs: list[str],
+    limit: int | None,
+    pdfs: Path,
+    max_new_tokens: int | None,
+    done: Any = None,
+    questions_path: Path = DEV_SET,
 ) -> dict[str, Any]:
     """Ingest, then ask every question under every configuration; ``done(data)`` after each one."""
     from rag.services import Services
 
-    questions = load_dev_set()[:limit]
+    questions = load_dev_set(questions_path)[:limit]
     files = sorted({q["source"] for q in questions})
     with tempfile.TemporaryDirectory(prefix="factual-qa-") as tmp:
         settings = Settings(data_dir=Path(tmp), collection="factual_qa")
@@ -91,6 +102,7 @@ def run(
             return {
                 "date": dt.date.today().isoformat(),
                 "questions": len(questions),
+                "question_set": shown(questions_path),
                 "files": files,
                 "ingest_s": round(ingest_s, 1),
                 "weights": generator.weights_description,
@@ -180,7 +192,7 @@ def markdown(data: dict[str, Any], command: str) -> str:
     lines = [
         "# Factual QA: answers that hold the right fact, on the shared PDFs",
         "",
-        f"- date: {data['date']}; {data['questions']} questions of `benchmarks/data/dev_qa.jsonl` over "
+        f"- date: {data['date']}; {data['questions']} questions of `{data.get('question_set', shown(DEV_SET))}` over "
         f"{len(data['files'])} PDFs ({', '.join(data['files'])}), ingested in {data['ingest_s']} s",
         f"- reproduce: `{command}`",
         f"- LLM: bundled SmolLM2-135M-Instruct ({data['weights']}), greedy, {data['max_new_tokens']} new tokens; "
@@ -215,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--pdfs", type=Path, default=PDFS)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: the setting)")
+    parser.add_argument("--questions", type=Path, default=DEV_SET, help="a QA set (default: the dev set)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not args.pdfs.is_dir():
@@ -224,12 +237,14 @@ def main(argv: list[str] | None = None) -> None:
         command += f" --max-new-tokens {args.max_new_tokens}"
     if args.configs != list(CONFIGS):
         command += " --configs " + " ".join(args.configs)
+    if args.questions != DEV_SET:
+        command += f" --questions {shown(args.questions)} --output {shown(args.output)}"
 
     def write(data: dict[str, Any]) -> None:  # after each configuration, so a long run leaves results
         args.output.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         write_keeping_notes(args.output, markdown(data, command))
 
-    data = run(args.configs, args.limit, args.pdfs, args.max_new_tokens, write)
+    data = run(args.configs, args.limit, args.pdfs, args.max_new_tokens, write, args.questions)
     for name, result in data["results"].items():
         print(name, json.dumps(result["summary"]))
 
