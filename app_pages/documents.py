@@ -26,6 +26,7 @@ services, store = opened
 settings = services.settings
 
 st.title("Documents")
+st.caption(f"Collection: **{escape(store.name)}**")
 
 
 def show_result(result: FileResult) -> None:

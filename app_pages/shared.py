@@ -1,4 +1,4 @@
-"""What both pages share: one ``Services`` per process and safe text rendering."""
+"""What both pages share: the picked collection's ``Services`` (models loaded once per process) and safe text."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 # an invisible word joiner (U+2060) inside each breaks the pattern and shows nothing.
 _AUTOLINK = re.compile(r"(?i)(?<=www)(?=\.)|(?<=:)(?=//)|(?<=@)")
 WORD_JOINER = "\u2060"
+COLLECTION_KEY = "collection"  # in st.session_state and st.query_params
 
 
 def escape(text: str) -> str:
@@ -43,7 +44,7 @@ def _local_server(db_path: str) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the embedding model and opening the store…")
-def get_services() -> Services:
+def _configured_services() -> Services:
     """The settings stay as configured: a Lite folder resolves to the local server started here
     (``store.uri`` says where it connected), so pages show the folder and keep uploads beside it."""
     settings = Settings()
@@ -55,6 +56,43 @@ def get_services() -> Services:
     return services
 
 
+@st.cache_resource(show_spinner="Opening the collection…")
+def _collection_services(name: str) -> Services:
+    """One ``Services`` per collection, all sharing the configured one's loaded models (the configured
+    collection too gets its own, so that deleting it and picking it again starts it afresh)."""
+    services = _configured_services().with_collection(name)
+    services.store()  # opens it, or creates it empty (with the embedding model it records)
+    return services
+
+
+def forget_collection(name: str) -> None:
+    """Drop the cached services of a deleted collection (a later pick of the name starts afresh)."""
+    _collection_services.clear(name)
+
+
+def configured_collection() -> str:
+    """The collection the app was started with (``RAG_COLLECTION``): the pick when nothing else is."""
+    return Settings().collection
+
+
+def picked_collection() -> str:
+    """The collection this browser session works on: its pick, else the page address's
+    ``?collection=`` (so a reload keeps it), else the configured one."""
+    picked = st.session_state.get(COLLECTION_KEY) or st.query_params.get(COLLECTION_KEY)
+    return picked or configured_collection()
+
+
+def pick_collection(name: str) -> None:
+    """Make ``name`` this session's collection, in the session and in the page address."""
+    st.session_state[COLLECTION_KEY] = name
+    st.query_params[COLLECTION_KEY] = name
+
+
+def get_services(collection: str | None = None) -> Services:
+    """The services of ``collection`` (default: the one picked in this browser session)."""
+    return _collection_services(collection or picked_collection())
+
+
 @st.cache_resource(show_spinner="Loading the language model (the first start converts it once)…")
 def get_generator(_services: Services):
     services = _services
@@ -63,7 +101,7 @@ def get_generator(_services: Services):
 
 
 def open_store() -> tuple[Services, DocumentStore] | None:
-    """The shared services and store, or an error message on the page (never a traceback)."""
+    """The picked collection's services and store, or an error message on the page (never a traceback)."""
     try:
         services = get_services()
         return services, services.store()

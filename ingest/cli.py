@@ -4,6 +4,9 @@
     python -m ingest --list
     python -m ingest --delete report.pdf
     python -m ingest --reset --yes docs/
+    python -m ingest --watch docs/ --collection contracts
+    python -m ingest --list-collections
+    python -m ingest --delete-collection contracts --yes
 
 Exit status: 0 when every file was added, replaced or unchanged; 1 when any failed;
 2 for bad usage or an unusable store.
@@ -13,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
+from rag.collections import CollectionError, check_name, delete_collection, find_collection, list_collections
 from rag.config import Settings
 from rag.logs import setup_logging
-from rag.pipeline import Progress, build_chunker, delete_document
+from rag.pipeline import Deletion, Progress, build_chunker, delete_document
 from rag.records import FileResult, Outcome
 from rag.services import Services
 from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, check_connection
@@ -39,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument("--list", action="store_true", help="list stored documents and exit")
     actions.add_argument("--delete", metavar="SOURCE", action="append", help="delete a stored document (repeatable)")
+    actions.add_argument(
+        "--list-collections", action="store_true", help="list collections with document and chunk counts and exit"
+    )
+    actions.add_argument(
+        "--delete-collection", metavar="NAME", help="delete a whole collection and its uploaded copies (needs --yes)"
+    )
+    actions.add_argument(
+        "--watch",
+        metavar="DIR",
+        help="ingest DIR, then keep the collection in sync with it until Ctrl-C "
+        "(new and changed files ingested, deleted files removed)",
+    )
     parser.add_argument("--reset", action="store_true", help="drop the whole collection first (asks unless --yes)")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
@@ -51,13 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.paths or args.list or args.delete or args.reset):
-        parser.error("give PATHs to ingest, or --list, --delete SOURCE or --reset")
+    chosen = (args.list, args.delete, args.reset, args.list_collections, args.delete_collection, args.watch)
+    if not (args.paths or any(chosen)):
+        parser.error(
+            "give PATHs to ingest, or --list, --delete SOURCE, --reset, --watch DIR, --list-collections "
+            "or --delete-collection NAME"
+        )
+    if args.watch and (args.paths or args.reset):
+        parser.error("--watch DIR takes no other PATHs and no --reset")
     setup_logging(verbose=args.verbose)
     overrides = {k: v for k, v in {"milvus_uri": args.uri, "collection": args.collection}.items() if v}
     try:
+        if args.collection:
+            check_name(args.collection)
         settings = Settings(**overrides)
         check_connection(settings)  # an unreachable store fails in a second, before the model loads
+        if args.list_collections:
+            return _list_collections(args, settings)
+        if args.delete_collection:
+            return _delete_collection(args, settings, args.delete_collection)
+        if args.watch and not Path(args.watch).is_dir():
+            return _fail(args, f"--watch needs a folder: '{args.watch}' is not one")
         services = Services(settings)
         if args.paths:
             build_chunker(settings, services.embedder)  # a chunk size the model cannot read fails before --reset
@@ -73,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list(args, store)
     if args.delete:
         return _delete(args, settings, store, args.delete)
+    if args.watch:
+        return _watch(args, services, Path(args.watch))
     if not args.paths:
         if args.json:
             print(json.dumps({"reset": True}))
@@ -119,6 +153,74 @@ def _ingest(args: argparse.Namespace, services: Services) -> int:
     files_bar.close()
     print(json.dumps(report.to_dict(), indent=2) if quiet else report.summary())
     return 1 if report.failed else 0
+
+
+def _list_collections(args: argparse.Namespace, settings: Settings) -> int:
+    collections = list_collections(settings)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in collections], indent=2))
+        return 0
+    if not collections:
+        print(f"no collections at {settings.resolved_milvus_uri}")
+        return 0
+    width = max(len("collection"), *(len(c.name) for c in collections))
+    print(f"{'collection':<{width}}  {'documents':>9}  {'chunks':>7}  embedding model")
+    for c in collections:
+        print(f"{c.name:<{width}}  {c.documents:>9}  {c.chunks:>7}  {c.embedding_model} ({c.dimension} dims)")
+    return 0
+
+
+def _delete_collection(args: argparse.Namespace, settings: Settings, name: str) -> int:
+    """Drop a collection, with its uploaded copies; refuses without --yes (nothing is deleted)."""
+    try:
+        name = check_name(name)
+        info = find_collection(settings, name)  # missing or not this app's: says so
+        if not args.yes:
+            return _fail(
+                args,
+                f"refusing to delete collection '{name}' ({info.documents} documents, {info.chunks} chunks) "
+                "without --yes; nothing was deleted",
+            )
+        deletion = delete_collection(settings, name)
+    except CollectionError as exc:
+        return _fail(args, str(exc))
+    if args.json:
+        print(json.dumps(vars(deletion), indent=2))
+    else:
+        print(
+            f"deleted collection '{deletion.name}' ({deletion.documents} documents, {deletion.chunks} chunks, "
+            f"{deletion.uploads_removed} uploaded copies)"
+        )
+    return 0
+
+
+def _watch(args: argparse.Namespace, services: Services, folder: Path) -> int:
+    """Catch up with the folder, then follow it until SIGINT or SIGTERM; exit 0 on a clean stop."""
+    from rag.watch import FolderWatcher
+
+    def report(change: FileResult | Deletion) -> None:
+        if isinstance(change, Deletion):
+            line = f"- removed    {change.source} ({change.chunks} chunks)"
+        else:
+            line = _describe(change)
+        print(json.dumps(vars(change) if isinstance(change, Deletion) else change.to_dict()) if args.json else line,
+              flush=True)  # fmt: skip
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    watcher = FolderWatcher(services.ingestor(), folder, on_change=report)
+    store = services.store()
+    try:
+        counts = watcher.catch_up()
+        _say(args, f"caught up with {watcher.folder} in '{store.name}': {counts.summary()}")
+        _say(args, "watching for changes; Ctrl-C stops")
+        sys.stdout.flush()
+        watcher.run(stop)
+    except StoreError as exc:
+        return _fail(args, str(exc))
+    _say(args, "stopped")
+    return 0
 
 
 def _describe(result: FileResult) -> str:
