@@ -30,9 +30,17 @@ from rag.logs import setup_logging
 from rag.pipeline import Deletion, Progress, build_chunker, delete_document
 from rag.records import FileResult, Outcome
 from rag.services import Services
+from rag.sharding import Shard, parse_shard, shard_paths
 from rag.store import DocumentStore, EmbeddingModelMismatchError, StoreError, check_connection
 
 SYMBOLS = {Outcome.ADDED: "+", Outcome.REPLACED: "~", Outcome.UNCHANGED: "=", Outcome.FAILED: "!"}
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest DIR, then keep the collection in sync with it until Ctrl-C "
         "(new and changed files ingested, deleted files removed)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --watch: how long a file must stay unchanged before it is read (default 1)",
+    )
     parser.add_argument("--reset", action="store_true", help="drop the whole collection first (asks unless --yes)")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     parser.add_argument("--uri", help="Milvus Lite path or server URI (RAG_MILVUS_URI)")
     parser.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        type=_shard_arg,
+        help="ingest only share K of N (by a hash of each file's stored name): N workers given the same "
+        "PATHs from the same folder ingest every file once between them, into one Milvus server",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     return parser
 
@@ -69,14 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.shard and (not args.paths or args.reset):
+        parser.error("--shard K/N needs PATHs to ingest and no --reset (reset once, before starting the workers)")
     chosen = (args.list, args.delete, args.reset, args.list_collections, args.delete_collection, args.watch)
     if not (args.paths or any(chosen)):
         parser.error(
-            "give PATHs to ingest, or --list, --delete SOURCE, --reset, --watch DIR, --list-collections "
-            "or --delete-collection NAME"
+            "give PATHs to ingest, or --list, --delete SOURCE or --reset "
+            "(or --watch DIR, --list-collections, --delete-collection NAME)"
         )
     if args.watch and (args.paths or args.reset):
         parser.error("--watch DIR takes no other PATHs and no --reset")
+    if args.settle <= 0:
+        parser.error("--settle must be more than 0 seconds")
+    stop = _stop_on_signals() if args.watch else threading.Event()
     setup_logging(verbose=args.verbose)
     overrides = {k: v for k, v in {"milvus_uri": args.uri, "collection": args.collection}.items() if v}
     try:
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.delete:
         return _delete(args, settings, store, args.delete)
     if args.watch:
-        return _watch(args, services, Path(args.watch))
+        return _watch(args, services, Path(args.watch), stop)
     if not args.paths:
         if args.json:
             print(json.dumps({"reset": True}))
@@ -148,7 +175,10 @@ def _ingest(args: argparse.Namespace, services: Services) -> int:
             files_bar.write(_describe(result), file=sys.stderr)
 
     progress = Progress(on_files=on_files, on_file_start=on_file_start, on_chunks=on_chunks, on_file_done=on_file_done)
-    report = services.ingestor().ingest(args.paths, progress=progress)
+    paths = shard_paths(args.paths, args.shard) if args.shard else args.paths
+    if args.shard:
+        print(f"shard {args.shard}: {len(paths)} of the files", file=sys.stderr)
+    report = services.ingestor().ingest(paths, progress=progress)
     chunks_bar.close()
     files_bar.close()
     print(json.dumps(report.to_dict(), indent=2) if quiet else report.summary())
@@ -194,33 +224,41 @@ def _delete_collection(args: argparse.Namespace, settings: Settings, name: str) 
     return 0
 
 
-def _watch(args: argparse.Namespace, services: Services, folder: Path) -> int:
-    """Catch up with the folder, then follow it until SIGINT or SIGTERM; exit 0 on a clean stop."""
+def _watch(args: argparse.Namespace, services: Services, folder: Path, stop: threading.Event) -> int:
+    """Catch up with the folder, then follow it until ``stop`` (SIGINT or SIGTERM); exit 0 on a clean stop.
+
+    One line per change on stdout (with --json, one JSON object per line), flushed at once."""
     from rag.watch import FolderWatcher
+
+    def show(text: str, record: dict) -> None:
+        print(json.dumps(record) if args.json else text, flush=True)
 
     def report(change: FileResult | Deletion) -> None:
         if isinstance(change, Deletion):
-            line = f"- removed    {change.source} ({change.chunks} chunks)"
+            show(f"- removed    {change.source} ({change.chunks} chunks)", {"outcome": "removed", **vars(change)})
         else:
-            line = _describe(change)
-        print(json.dumps(vars(change) if isinstance(change, Deletion) else change.to_dict()) if args.json else line,
-              flush=True)  # fmt: skip
+            show(_describe(change), change.to_dict())
 
+    store = services.store()
+    watcher = FolderWatcher(services.ingestor(), folder, settle_s=args.settle, on_change=report)
+    try:
+        counts = watcher.catch_up(stop)
+        show(f"caught up with {watcher.folder} in '{store.name}': {counts.summary()}", {"caught_up": counts.counts})
+        if not stop.is_set():
+            show("watching for changes; Ctrl-C stops", {"watching": str(watcher.folder)})
+            watcher.run(stop)
+    except StoreError as exc:
+        return _fail(args, str(exc))
+    show("stopped", {"stopped": True})
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGINT (Ctrl-C) and SIGTERM set instead of interrupting: the watch ends between files."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    watcher = FolderWatcher(services.ingestor(), folder, on_change=report)
-    store = services.store()
-    try:
-        counts = watcher.catch_up()
-        _say(args, f"caught up with {watcher.folder} in '{store.name}': {counts.summary()}")
-        _say(args, "watching for changes; Ctrl-C stops")
-        sys.stdout.flush()
-        watcher.run(stop)
-    except StoreError as exc:
-        return _fail(args, str(exc))
-    _say(args, "stopped")
-    return 0
+    return stop
 
 
 def _describe(result: FileResult) -> str:

@@ -120,12 +120,15 @@ class FolderWatcher:
 
     # Catch-up -----------------------------------------------------------------------------
 
-    def catch_up(self) -> ChangeCounts:
+    def catch_up(self, stop: threading.Event | None = None) -> ChangeCounts:
         """Ingest every file in the folder (unchanged ones are skipped by their content hash) and
-        remove documents whose file under the folder no longer exists."""
+        remove documents whose file under the folder no longer exists. A set ``stop`` ends it
+        between files; the next catch-up finishes the job."""
         counts = ChangeCounts()
         files, _ = collect_files([self.folder])
         for path in files:
+            if stop is not None and stop.is_set():
+                return counts
             result = self.ingestor.ingest_file(path)
             counts.add(result.outcome.value)
             if result.outcome is not Outcome.UNCHANGED:
