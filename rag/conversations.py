@@ -389,3 +389,49 @@ def _cite(source: str, page: int | None, deleted: set[str], title: str | None = 
     name = title or source.rsplit("/", 1)[-1]
     text = f"{name}, page {page}" if page is not None else name
     return text + (" (deleted)" if source in deleted else "")
+
+
+# What the front ends call ----------------------------------------------------------------
+
+
+@dataclass
+class Thread:
+    """The conversation a new question belongs to: its id (None: a new one), its questions so far,
+    and why it cannot be saved (None when it can)."""
+
+    id: str | None
+    history: list[str]
+    problem: str | None = None
+
+
+def open_thread(chats: ConversationStore, conversation_id: str | None = None, *, latest: bool = False) -> Thread:
+    """The conversation to continue (a given id, or the latest), read before any model loads.
+
+    An unknown id raises ``ConversationNotFound``; an unusable file gives a thread without history
+    that says why, so the question is still answered.
+    """
+    try:
+        if conversation_id is not None:
+            return Thread(conversation_id, chats.history(conversation_id))
+        if latest and (last := chats.latest()) is not None:
+            return Thread(last.id, chats.history(last.id))
+        chats.check()
+        return Thread(None, [])
+    except ConversationNotFound:
+        raise
+    except ConversationStoreError as exc:
+        return Thread(conversation_id, [], f"{exc} This answer is not saved.")
+
+
+def save_exchange(
+    chats: ConversationStore, thread: Thread, answer: Answer, *, settings: dict[str, Any], collection: str, asked: str
+) -> Thread:
+    """Store an answer in its thread; the returned thread has the id, or the reason it was not saved."""
+    if thread.problem is not None:
+        return thread
+    try:
+        cid = chats.record(thread.id, answer, settings=settings, collection=collection, asked=asked)
+    except ConversationStoreError as exc:
+        message = str(exc) if "not saved" in str(exc) else f"{exc} This answer is not saved."
+        return Thread(thread.id, thread.history, message)
+    return Thread(cid, [*thread.history, answer.question])

@@ -6,13 +6,19 @@ The library tests build answers by hand and run in milliseconds; the CLI tests r
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from ingest.cli import main as ingest_main
 from rag.answering import Answer, Evidence, KeySentence, SentenceCheck, Source
+from rag.cli import main as rag_main
 from rag.config import Settings
 from rag.conversations import (
     FILE_NAME,
@@ -24,6 +30,13 @@ from rag.conversations import (
     title_for,
     to_markdown,
     used_settings,
+)
+from rag.services import Services
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASHEET = (
+    "SolarMax M385 monocrystalline module datasheet. The maximum module efficiency is 21.0 %. "
+    "The module weighs 19.5 kg and carries a product warranty of 12 years."
 )
 
 PASSAGE = "The module's maximum efficiency is 21.0 %. It weighs 18 kg."
@@ -195,3 +208,138 @@ def test_markdown_export_has_citations_with_file_and_page(chats: ConversationSto
     assert gone == {"/docs/datasheet.pdf"}
     assert deleted_sources(conversation, ["/docs/datasheet.pdf", "/docs/notes.md"]) == set()
     assert "- [1] datasheet.pdf, page 2 (deleted)" in to_markdown(conversation, gone)
+
+
+# The command line, with the real models on a real store -----------------------------------
+
+
+@pytest.fixture()
+def command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], embedder, generator):
+    """``python -m ingest`` / ``python -m rag`` as calls in ``tmp_path``, sharing the session's models."""
+    for name in [k for k in os.environ if k.startswith("RAG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(Services, "embedder", property(lambda services: embedder))
+    monkeypatch.setattr(Services, "generator", property(lambda services: generator))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RAG_COLLECTION", "chat_docs")
+    monkeypatch.setenv("RAG_MAX_NEW_TOKENS", "24")
+
+    def run(main, *args: str) -> tuple[int, str, str]:
+        status = main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    (tmp_path / "solarmax.txt").write_text(DATASHEET)
+    assert run(ingest_main, "solarmax.txt")[0] == 0
+    return run
+
+
+def ask_json(command, *args: str) -> dict:
+    status, out, err = command(rag_main, "ask", "--json", *args)
+    assert status == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.slow
+def test_ask_stores_each_exchange_and_c_continues_the_latest(command, tmp_path: Path):
+    first = ask_json(command, "What is the maximum efficiency of the SolarMax M385 module?")
+    assert first["saved"] is True and "warning" not in first
+    assert first["refused"] is False and first["sources"][0]["source"] == "solarmax.txt"
+    cid = first["conversation"]
+
+    follow = ask_json(command, "-c", "and its weight?")
+    assert follow["conversation"] == cid and follow["saved"] is True
+
+    other = ask_json(command, "Who designed the warranty terms of the module?")
+    assert other["conversation"] not in (cid, None), "an ask without -c starts a new conversation"
+
+    status, out, err = command(rag_main, "ask", "--cid", cid, "How long is its warranty?")
+    assert status == 0, err
+    assert f"Conversation {cid} (continue it with" in out
+    assert "Sources:" in out and "solarmax.txt" in out
+
+    status, out, _ = command(rag_main, "chats", "--json")
+    listed = json.loads(out)
+    assert [(c["id"], c["turns"]) for c in listed] == [(cid, 3), (other["conversation"], 1)]
+    assert set(listed[0]) == {"id", "title", "created", "updated", "collection", "turns"}
+    assert listed[0]["title"] == "What is the maximum efficiency of the SolarMax M385 module?"
+    assert listed[0]["collection"] == "chat_docs"
+
+    status, out, _ = command(rag_main, "chats", "show", cid, "--json")
+    shown = json.loads(out)
+    questions = [e["question"] for e in shown["exchanges"]]
+    assert questions == [
+        "What is the maximum efficiency of the SolarMax M385 module?",
+        "and its weight?",
+        "How long is its warranty?",
+    ]
+    # The follow-up was searched with the stored history: the query the pipeline actually used.
+    assert (
+        shown["exchanges"][1]["query"] == "What is the maximum efficiency of the SolarMax M385 module? and its weight?"
+    )
+    assert shown["exchanges"][0]["query"] == questions[0]
+    assert shown["exchanges"][1]["response"]["answer"] == follow["answer"]
+    assert shown["exchanges"][1]["response"]["sentences"] == follow["sentences"]
+    assert shown["exchanges"][0]["settings"]["top_k"] == 4 and shown["exchanges"][0]["settings"]["mode"] == "hybrid"
+
+    status, out, _ = command(rag_main, "chats", "show", cid)
+    assert status == 0 and out.startswith("# What is the maximum efficiency")
+    assert "## and its weight?" in out and "solarmax.txt" in out
+
+    status, out, _ = command(rag_main, "chats")
+    assert status == 0 and out.splitlines()[1].startswith(f"{cid}      3  ")
+
+    status, out, _ = command(rag_main, "chats", "delete", cid)
+    assert status == 0 and out == f"Deleted conversation {cid} (3 exchanges).\n"
+    status, out, _ = command(rag_main, "chats", "--json")
+    assert [c["id"] for c in json.loads(out)] == [other["conversation"]]
+    status, out, err = command(rag_main, "ask", "--json", "--cid", cid, "and its weight?")
+    assert status == 2 and json.loads(out) == {"error": f"No conversation '{cid}'; `python -m rag chats` lists them."}
+    assert "error: No conversation" in err
+
+
+@pytest.mark.slow
+def test_a_corrupt_or_locked_history_still_answers_and_says_it_was_not_saved(command, tmp_path: Path):
+    history = tmp_path / "state" / FILE_NAME
+    garbage = b"garbage, not SQLite " * 100
+    history.write_bytes(garbage)
+
+    result = ask_json(command, "What is the maximum efficiency of the SolarMax M385 module?")
+    assert result["refused"] is False and result["answer"]
+    assert result["saved"] is False and result["conversation"] is None
+    assert "not a readable SQLite database" in result["warning"] and "not saved" in result["warning"]
+    status, out, err = command(rag_main, "ask", "-c", "How much does the SolarMax M385 module weigh?")
+    assert status == 0 and "\nSources:" in out and "Conversation " not in out
+    assert err.startswith(f"warning: The conversation history {history} is not a readable SQLite database")
+    assert history.read_bytes() == garbage, "the corrupt file is left for the user to look at"
+    status, out, err = command(rag_main, "chats")
+    assert status == 2 and "not a readable SQLite database" in err and "move the file away" in err
+
+    history.unlink()
+    cid = ask_json(command, "What is the maximum efficiency of the SolarMax M385 module?")["conversation"]
+    holder = sqlite3.connect(history, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the file
+    try:
+        locked = ask_json(command, "-c", "and its weight?")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert locked["answer"] and locked["saved"] is False
+    assert "locked by another program" in locked["warning"] and "not saved" in locked["warning"]
+    status, out, _ = command(rag_main, "chats", "--json")
+    assert [(c["id"], c["turns"]) for c in json.loads(out)] == [(cid, 1)], "nothing stored while it was locked"
+
+
+def test_chats_as_a_real_command(tmp_path: Path):
+    """``python -m rag chats`` in its own process: no models load, the listing is JSON on stdout."""
+    chats = ConversationStore(tmp_path / "state" / FILE_NAME)
+    cid = chats.record(None, make_answer(), settings={}, collection="documents")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | {"RAG_DATA_DIR": str(tmp_path / "state")}
+    env["PYTHONPATH"] = str(ROOT)
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 120}
+    done = subprocess.run([sys.executable, "-m", "rag", "chats", "--json"], **run)
+    assert done.returncode == 0, done.stderr
+    assert [(c["id"], c["turns"]) for c in json.loads(done.stdout)] == [(cid, 1)]
+    done = subprocess.run([sys.executable, "-m", "rag", "chats", "show", "nope"], **run)
+    assert done.returncode == 2 and "No conversation 'nope'" in done.stderr
