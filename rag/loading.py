@@ -15,7 +15,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from rag.readers.base import LoadError, ReadResult, normalise_text
+from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult, normalise_text
+from rag.readers.image import read_image
 from rag.readers.office import read_docx, read_pptx
 from rag.readers.pdf import read_pdf
 from rag.readers.spreadsheet import read_csv, read_xlsx
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".log"}
 WEB_SUFFIXES = {".html", ".htm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
-READERS: dict[str, Callable[[bytes], ReadResult]] = {
+READERS: dict[str, Callable[[bytes, ReadOptions], ReadResult]] = {
     **dict.fromkeys(TEXT_SUFFIXES, read_text),
     ".pdf": read_pdf,
     ".docx": read_docx,
@@ -45,6 +47,7 @@ READERS: dict[str, Callable[[bytes], ReadResult]] = {
     ".xlsx": read_xlsx,
     ".csv": read_csv,
     **dict.fromkeys(WEB_SUFFIXES, read_html),
+    **dict.fromkeys(IMAGE_SUFFIXES, read_image),
 }
 SUPPORTED_SUFFIXES = set(READERS)
 
@@ -62,8 +65,12 @@ def source_key(path: Path) -> str:
         return resolved.as_posix()
 
 
-def load_document(path: Path, *, source: str | None = None, max_bytes: int | None = None) -> LoadedDocument:
-    """Read one file. Raises ``LoadError`` for anything that yields no usable text."""
+def load_document(
+    path: Path, *, source: str | None = None, max_bytes: int | None = None, options: ReadOptions = NO_OPTIONS
+) -> LoadedDocument:
+    """Read one file. Raises ``LoadError`` for anything that yields no usable text.
+
+    ``options`` carry the OCR mode and a per-page progress hook to the reader."""
     if not path.exists():
         raise LoadError("file not found")
     if not path.is_file():
@@ -77,13 +84,15 @@ def load_document(path: Path, *, source: str | None = None, max_bytes: int | Non
         raise LoadError("the file is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
         raise LoadError(f"the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-    pages, page_total = READERS[suffix](data)
-    log.debug("%s: %d of %d pages hold text", path.name, len(pages), page_total)
+    read = READERS[suffix](data, options)
+    log.debug("%s: %d of %d pages hold text", path.name, len(read.pages), read.page_total)
     return LoadedDocument(
         source=source or source_key(path),
         title=Path(source).name if source else path.name,
         content_hash=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
-        pages=pages,
-        page_total=page_total,
+        pages=read.pages,
+        page_total=read.page_total,
+        ocr_pages=read.ocr_pages,
+        unread_pages=read.unread_pages,
     )

@@ -7,6 +7,7 @@ answer can cite where it came from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,18 @@ from pathlib import Path
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def page_ranges(numbers: Sequence[int], noun: str = "page") -> str:
+    """'pages 1-3, 5' or 'page 2': page numbers in words, runs joined."""
+    runs: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    parts = [f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs]
+    return f"{noun if len(numbers) == 1 else noun + 's'} {', '.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,8 @@ class LoadedDocument:
     size_bytes: int
     pages: list[Page]  # pages that hold text
     page_total: int  # all pages of the file, blank ones included
+    ocr_pages: tuple[int, ...] = ()  # pages whose text was read by OCR
+    unread_pages: tuple[int, ...] = ()  # pages with ink but no text, left unread with OCR off
 
 
 @dataclass(frozen=True)
@@ -97,10 +112,18 @@ class FileResult:
     chunks: int = 0
     pages: int = 0
     error: str | None = None
+    ocr_pages: int = 0
+    unread_pages: tuple[int, ...] = ()
 
     def size_text(self) -> str:
-        """'1 page, 3 chunks': for the per-file lines of the command and the upload page."""
-        return f"{plural(self.pages, 'page')}, {plural(self.chunks, 'chunk')}"
+        """'1 page, 3 chunks' or '5 pages (5 OCR), 9 chunks': for the per-file lines of the command
+        and the upload page; pages left without text (OCR off) are named."""
+        pages = plural(self.pages, "page")
+        if self.ocr_pages:
+            pages += f" ({self.ocr_pages} OCR)"
+        if self.unread_pages:
+            pages += f" (no text read on {page_ranges(self.unread_pages)}: OCR is off)"
+        return f"{pages}, {plural(self.chunks, 'chunk')}"
 
     def to_dict(self) -> dict:
         return {
@@ -110,6 +133,8 @@ class FileResult:
             "chunks": self.chunks,
             "pages": self.pages,
             "error": self.error,
+            "ocr_pages": self.ocr_pages,
+            "unread_pages": list(self.unread_pages),
         }
 
 

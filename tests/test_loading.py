@@ -10,6 +10,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from rag.loading import LoadError, load_document, normalise_text, source_key
+from rag.readers.base import ReadOptions
 
 ARTICLE = (
     "Dense passage retrieval encodes questions and passages with two BERT encoders. "
@@ -144,13 +145,13 @@ def test_each_bad_file_gets_a_specific_message(tmp_path: Path, make_pdf, name: s
     assert expected in str(caught.value)
 
 
-def test_scan_without_text_layer_says_ocr_is_not_included(tmp_path: Path, make_pdf) -> None:
-    path = make_pdf(tmp_path / "scan.pdf", [""])
+def test_blank_pdf_says_ocr_found_nothing_either(tmp_path: Path, make_pdf) -> None:
+    path = make_pdf(tmp_path / "blank.pdf", [""])
 
     with pytest.raises(LoadError, match="no text could be extracted") as caught:
         load_document(path)
 
-    assert "OCR is not included" in str(caught.value)
+    assert "OCR included: they look blank" in str(caught.value)
 
 
 def test_missing_folder_and_oversized_files(tmp_path: Path) -> None:
@@ -195,13 +196,15 @@ def test_truncated_real_pdf_is_reported_corrupt(pdfs: Path, tmp_path: Path, keep
         load_document(path)
 
 
-def test_scanned_pdf_without_text_layer(pdfs: Path) -> None:
+def test_scanned_pdf_with_ocr_off_names_its_pages(pdfs: Path) -> None:
+    """With OCR on, tests/test_ocr.py reads it."""
     with pytest.raises(LoadError) as caught:
-        load_document(pdfs / "loremipsum-flat.pdf")
+        load_document(pdfs / "loremipsum-flat.pdf", options=ReadOptions(ocr="off"))
 
     message = str(caught.value)
     assert "no text could be extracted" in message
-    assert "OCR is not included" in message
+    assert "page 1 holds ink but no text layer" in message
+    assert "RAG_OCR=off" in message
 
 
 def test_korean_pdf_keeps_hangul(pdfs: Path) -> None:

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from rag.records import Page
 
-# What a reader returns: the pages that hold text, and all pages of the file (blank ones too).
-ReadResult = tuple[list[Page], int]
+OcrMode = Literal["auto", "off", "force"]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader may need beyond the bytes: the OCR mode and a per-page progress hook."""
+
+    ocr: OcrMode = "auto"
+    on_page: Callable[[int, int], None] = lambda done, total: None  # pages read so far, of all
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What a reader returns: the pages that hold text, all pages of the file (blank ones too),
+    the numbers of pages read by OCR, and of pages with ink but no text left unread (OCR off)."""
+
+    pages: list[Page]
+    page_total: int
+    ocr_pages: tuple[int, ...] = field(default=())
+    unread_pages: tuple[int, ...] = field(default=())
+
+
+NO_OPTIONS = ReadOptions()
 
 
 class LoadError(Exception):

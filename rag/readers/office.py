@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from rag.readers.base import LoadError, ReadResult, normalise_text
+from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult, normalise_text
 from rag.readers.sniff import DOCX, PPTX, OfficeKind, check_office_file
 from rag.readers.tables import table_lines
 from rag.records import Page
@@ -28,7 +28,7 @@ def _broken(kind: OfficeKind, exc: Exception) -> LoadError:
 # Word -------------------------------------------------------------------------------------
 
 
-def read_docx(data: bytes) -> ReadResult:
+def read_docx(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     """Paragraphs and tables in document order; headings as Markdown ``#`` lines."""
     check_office_file(data, DOCX)
     from docx import Document
@@ -43,7 +43,7 @@ def read_docx(data: bytes) -> ReadResult:
     text = normalise_text(_join_blocks(blocks))
     if not text:
         raise LoadError("the Word document holds no text")
-    return [Page(text=text, number=None)], 1
+    return ReadResult([Page(text=text, number=None)], 1)
 
 
 def _docx_blocks(document: Any) -> Iterator[str]:
@@ -91,7 +91,7 @@ def _docx_rows(table: Any) -> Iterator[list[str]]:
 # PowerPoint -------------------------------------------------------------------------------
 
 
-def read_pptx(data: bytes) -> ReadResult:
+def read_pptx(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     """One page per slide with text: the title, text boxes, tables, then the speaker notes."""
     check_office_file(data, PPTX)
     from lxml.etree import XMLSyntaxError
@@ -112,7 +112,7 @@ def read_pptx(data: bytes) -> ReadResult:
         raise LoadError("the presentation has no slides")
     if not pages:
         raise LoadError(f"the presentation holds no text on any of its {len(slides)} slides")
-    return pages, len(slides)
+    return ReadResult(pages, len(slides))
 
 
 def _slide_blocks(slide: Any) -> Iterator[str]:

@@ -12,7 +12,7 @@ import csv
 import io
 import zipfile
 
-from rag.readers.base import LoadError, ReadResult, decode_text, normalise_text
+from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult, decode_text, normalise_text
 from rag.readers.sniff import XLSX, check_office_file
 from rag.readers.tables import table_lines
 from rag.records import Page
@@ -21,7 +21,7 @@ _DELIMITERS = ",;\t|"
 _BROKEN = (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, IndexError, OSError)
 
 
-def read_xlsx(data: bytes) -> ReadResult:
+def read_xlsx(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     """One page per sheet with values; formulas are read as the values Excel saved with them.
 
     A workbook written by a program that never calculated it has no saved values for its
@@ -51,10 +51,10 @@ def read_xlsx(data: bytes) -> ReadResult:
         workbook.close()
     if not pages:
         raise LoadError(f"the workbook has no cells with values in any of its {len(names)} sheets")
-    return pages, len(names)
+    return ReadResult(pages, len(names))
 
 
-def read_csv(data: bytes) -> ReadResult:
+def read_csv(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     """One page; the delimiter (comma, semicolon, tab or bar) is sniffed from the first lines."""
     text = decode_text(data)
     if not text.strip():
@@ -65,7 +65,7 @@ def read_csv(data: bytes) -> ReadResult:
         raise LoadError(f"the CSV file could not be read ({exc})") from exc
     if not lines:
         raise LoadError("the CSV file has no cells with values")
-    return [Page(text=normalise_text("\n".join(lines)), number=None)], 1
+    return ReadResult([Page(text=normalise_text("\n".join(lines)), number=None)], 1)
 
 
 def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:

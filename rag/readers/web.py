@@ -11,7 +11,7 @@ import codecs
 import contextlib
 import re
 
-from rag.readers.base import LoadError, ReadResult, looks_binary, normalise_text
+from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult, looks_binary, normalise_text
 from rag.readers.sniff import looks_like
 from rag.readers.tables import table_lines
 from rag.records import Page
@@ -20,7 +20,7 @@ _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGN
 _TABLE_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
 
 
-def read_html(data: bytes) -> ReadResult:
+def read_html(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     """The page title and main text (Markdown headings and lists), one page."""
     seen = looks_like(data)
     if seen is not None and not seen.startswith("an HTML page"):
@@ -40,7 +40,7 @@ def read_html(data: bytes) -> ReadResult:
     title = normalise_text(extract_metadata(html).title or "")
     if title and not text.lstrip("# ").startswith(title):
         text = f"# {title}\n\n{text}"
-    return [Page(text=text, number=None)], 1
+    return ReadResult([Page(text=text, number=None)], 1)
 
 
 def decode_html(data: bytes) -> str:
