@@ -85,8 +85,20 @@ _NUMBER = re.compile(
     r"(?<![\w.,])(?P<cur>[$€£¥]\s?)?"
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     rf"(?:\s?(?P<scale>{'|'.join(_scale_words)})\b)?"
-    rf"(?:\s?-?(?P<unit>%|°\s?[CF]\b|(?:{'|'.join(_unit_words)})(?![\w]))"
+    rf"(?:\s?-?(?P<unit>%|°\s?[CF]\b|(?:{'|'.join(_unit_words)})(?![^\W²³]))"
     r"|(?P<cur2>\s(?:usd|eur|gbp|dollars?|euros?|yen|chf)\b))?",
+    re.IGNORECASE,
+)
+_POWER = r"(?:\^[23]|[²³])"
+# What follows a unit to make it compound: a power and a "per" unit ("m^2/sec", "mm/year", "mg/kg", "m²").
+_UNIT_TAIL = re.compile(
+    rf"(?P<power>{_POWER})?(?:\s?/\s?(?P<per>{'|'.join(_unit_words)})(?P<per_power>{_POWER})?(?![\w/]))?",
+    re.IGNORECASE,
+)
+# A compound unit standing alone, as in a table header "Corrosion rate (mm/year)".
+_COMPOUND_UNIT = re.compile(
+    rf"(?<![\w/])(?P<unit>{'|'.join(_unit_words)})(?:(?P<power>{_POWER})(?:\s?/\s?(?P<per>{'|'.join(_unit_words)})"
+    rf"(?P<per_power>{_POWER})?)?|\s?/\s?(?P<per2>{'|'.join(_unit_words)})(?P<per2_power>{_POWER})?)(?![\w/])",
     re.IGNORECASE,
 )
 _RANGE_JOIN = re.compile(r"^\s*(?:-|–|—|to|and)\s*$", re.IGNORECASE)
@@ -149,23 +161,55 @@ def _canonical_unit(raw: str | None) -> str | None:
     return _UNITS.get(unit.lower(), unit.lower())
 
 
+def _power(raw: str | None) -> str:
+    return "" if not raw else "^" + raw.strip("^").replace("²", "2").replace("³", "3")
+
+
+def _compound_unit(unit: str | None, power: str | None, per: str | None, per_power: str | None) -> str | None:
+    """One name for a compound unit: "m^2/sec" and "m²/s" → "m^2/s"; "mm/year" → "mm/y"."""
+    if unit is None or not (power or per):
+        return _canonical_unit(unit)
+    name = f"{_canonical_unit(unit)}{_power(power)}"
+    return f"{name}/{_canonical_unit(per)}{_power(per_power)}" if per else name
+
+
+def compound_units(text: str) -> set[str]:
+    """Compound units written anywhere in ``text`` (headers such as "(mm/year)"), by their one name."""
+    found = set()
+    for m in _COMPOUND_UNIT.finditer(text):
+        per, per_power = (m["per"], m["per_power"]) if m["per"] else (m["per2"], m["per2_power"])
+        found.add(_compound_unit(m["unit"], m["power"], per, per_power))
+    return {u for u in found if u}
+
+
 def find_numbers(text: str) -> list[_Number]:
     """Every number of ``text`` with its scale and unit; a range's unit applies to both ends."""
     found: list[_Number] = []
     for match in _NUMBER.finditer(text):
         value = _decimal(match["num"])
-        if value is None:
+        if value is None or (found and match.start() < found[-1].end):  # the 2 of "m^2" is part of a unit
             continue
         scale_word = (match["scale"] or "").lower()
         if scale_word in ("m", "b", "k") and not (match["cur"] or match["cur2"]):
             # "5 m" is five metres, not five million; single letters scale only money ("$5m")
             if scale_word == "m" and not match["unit"]:
-                found.append(_Number(value, None, "m", match.start(), match.end(), match.group().strip()))
+                unit, end = "m", match.end()
+                tail = _UNIT_TAIL.match(text, end)
+                if tail and tail.group():
+                    unit = _compound_unit("m", tail["power"], tail["per"], tail["per_power"]) or unit
+                    end = tail.end()
+                found.append(_Number(value, None, unit, match.start(), end, text[match.start() : end].strip()))
                 continue
             scale_word = ""
         unit = _canonical_unit(match["unit"])
+        end = match.end()
+        if match["unit"] and match["unit"] != "%":
+            tail = _UNIT_TAIL.match(text, end)
+            if tail and tail.group():
+                unit = _compound_unit(match["unit"], tail["power"], tail["per"], tail["per_power"])
+                end = tail.end()
         scale = _SCALES.get(scale_word) if scale_word else None
-        found.append(_Number(value, scale, unit, match.start(), match.end(), match.group().strip()))
+        found.append(_Number(value, scale, unit, match.start(), end, text[match.start() : end].strip()))
     for i in range(len(found) - 1):  # "360-385 W": 360 is in watts too
         first, second = found[i], found[i + 1]
         if first.unit is None and second.unit and _RANGE_JOIN.match(text[first.end : second.start]):
@@ -347,6 +391,7 @@ class TextFacts:
         self.units |= {u for raw, u in _UNITS.items() if len(raw) > 1 and f" {raw} " in lowered}
         if "%" in self.text:
             self.units.add("%")
+        self.units |= compound_units(self.text)
         self.months = {MONTHS[_base(w)] for w in _words(self.text) if _base(w) in MONTHS and w[:1].isupper()}
         self.months |= {int(m[2]) for m in _ISO_DATE.finditer(self.text) if 1 <= int(m[2]) <= 12}
         words = _words(self.text) + [m.group() for m in _CODE.finditer(self.text)]

@@ -92,6 +92,9 @@ def test_a_citation_after_the_full_stop_stays_with_its_sentence() -> None:
         ("output range: 360-385 W", "The output is at most 385 watts."),
         ("founded on 2019-03-05", "It was founded on March 5, 2019."),
         ("a BERT encoder", "It uses BERT encoders."),
+        ("Corrosion rate (mm/year) 10 0.0919", "The corrosion rate was 0.0919 mm/year."),  # unit in the header
+        ("an area of 12 m²", "The area is 12 m^2."),
+        ("top speed 60 km/h", "It reaches 60 km/h."),
     ],
 )
 def test_the_same_fact_in_another_format_is_found(source: str, sentence: str) -> None:
@@ -109,6 +112,8 @@ def test_the_same_fact_in_another_format_is_found(source: str, sentence: str) ->
         ("output range: 360-385 W", "The output is 21.0 watts.", "21.0 watts"),
         ("founded in March 2019", "It was founded in May 2019.", "May"),
         ("a BERT encoder", "It uses an MLP encoder.", "MLP"),
+        ("Corrosion rate (mm/year) 4 0.0163 length 5 m", "The rate was 0.0163 m^2/sec.", "0.0163 m^2/sec"),
+        ("top speed 60 km/h", "It reaches 60 m/s.", "60 m/s"),
     ],
 )
 def test_a_changed_fact_is_missing(source: str, sentence: str, missing: str) -> None:
