@@ -42,6 +42,7 @@ def collection_sidebar() -> None:
             f"terminal): showing **{escape(configured)}**.",
             icon=":material/warning:",
         )
+        forget_collection(current)  # a later collection of that name starts afresh
         current = configured
     options = sorted({*names, configured})
     pick_collection(current)  # page switches drop the address's query: put it back
@@ -76,6 +77,7 @@ def _create_form(settings, names: list[str]) -> None:
             st.error(f"A collection named **{escape(name)}** already exists: pick it above.", icon=":material/error:")
             return
         try:
+            forget_collection(name)  # nothing cached from an earlier collection of that name
             get_services(name)  # creates it, recording the embedding model
         except (StoreError, RuntimeError, ValueError, OSError) as exc:
             st.error(f"Could not create **{escape(name)}**: {escape(str(exc))}", icon=":material/error:")
@@ -99,7 +101,7 @@ def _delete_controls(settings, current: str) -> None:
         icon=":material/warning:",
     )
     yes, no = st.columns(2)
-    if yes.button("Delete", type="primary", key="confirm_delete_yes"):
+    if yes.button("Yes, delete it", type="primary", key="confirm_delete_yes"):
         st.session_state.pop(CONFIRM_KEY, None)
         try:
             deletion = delete_collection(settings, current)
