@@ -47,7 +47,7 @@ def engine() -> RapidOCR:
         if _engine is None:
             from rapidocr import RapidOCR
 
-            _engine = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "warning"})
+            _engine = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "error"})
         return _engine
 
 

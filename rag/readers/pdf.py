@@ -8,6 +8,7 @@ inch of ink; a docket line over a scanned page has about 6. ``RAG_OCR`` (``ReadO
 chooses: ``auto`` as above, ``force`` every page with ink, ``off`` none (the pages that needed
 it are reported as unread).
 
+Tables in the text layer are written row by row with their column headers (``pdf_tables``).
 ``read_page`` reads one page of an open PDF, so that a caller may read page ranges on its own.
 """
 
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rag.readers.base import NO_OPTIONS, LoadError, OcrMode, ReadOptions, ReadResult, normalise_text
+from rag.readers.pdf_tables import may_hold_table, rewrite_tables
 from rag.readers.sniff import looks_like
 from rag.records import Page, page_ranges
 
 if TYPE_CHECKING:
-    from pypdf import PdfReader
+    from pypdf import PageObject, PdfReader
 
     from rag.ocr import PageRenderer
 
@@ -80,16 +82,30 @@ def read_page(
 
     Without a ``renderer`` only the text layer is read.
     """
-    layer = normalise_text(reader.pages[index].extract_text() or "", join_lines=True)
+    page = reader.pages[index]
+    raw = page.extract_text() or ""
+    layer = normalise_text(raw, join_lines=True)
     if renderer is None or not _needs_ocr(layer, renderer, index, ocr):
-        return PageText(layer)
+        return PageText(_with_tables(page, raw, layer))
     if ocr == "off":
-        return PageText(layer, unread=True)
+        return PageText(_with_tables(page, raw, layer), unread=True)
     text = normalise_text(renderer.recognise(index), join_lines=True)
     # A page OCR'd for ink that was a picture, not text, keeps its exact text layer.
     if ocr == "auto" and _letters(text) <= 2 * _letters(layer):
-        return PageText(layer)
+        return PageText(_with_tables(page, raw, layer))
     return PageText(text, ocr=True) if text else PageText(layer)
+
+
+def _with_tables(page: PageObject, raw: str, layer: str) -> str:
+    """The layer with its tables written row by row (``pdf_tables``), where the page may hold one."""
+    if not layer or not may_hold_table(raw):
+        return layer
+    try:
+        layout = page.extract_text(extraction_mode="layout")
+    except Exception as exc:  # layout mode fails on some pages plain mode reads: keep the plain text
+        log.debug("layout extraction failed, tables left as plain text: %s", exc)
+        return layer
+    return rewrite_tables(layer, layout)
 
 
 def _needs_ocr(layer: str, renderer: PageRenderer, index: int, ocr: OcrMode) -> bool:
