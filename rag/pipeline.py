@@ -10,23 +10,34 @@ settings re-chunk every document on its next ingest ("replaced").
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.chunking import Chunker
+import numpy as np
+
+from rag.chunking import Chunker, chunk_id
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import LoadError, is_supported, load_document, source_key
+from rag.parallel_reading import PdfReaderPool, pdf_page_total
 from rag.readers.base import ReadOptions
 from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
 from rag.store import DocumentStore
 from rag.uploads import UploadError, remove_upload, stage_upload
 
 log = logging.getLogger(__name__)
+
+# Small files are stored in batches: one version check and one stale-chunk delete for up to
+# BATCH_FILES files (or BATCH_CHARS characters of text), and their chunks embedded together.
+BATCH_FILES = 256
+BATCH_CHARS = 1_000_000
+# PDFs of at least this many pages are read by worker processes while their chunks embed.
+PARALLEL_MIN_PAGES = 64
 
 
 @dataclass
@@ -62,6 +73,17 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileRes
         files.extend(found)
     unique = list(dict.fromkeys(f.resolve() for f in files))
     return [Path(f) for f in unique], missing
+
+
+def new_result(document: LoadedDocument, path: Path) -> FileResult:
+    """A document's result before it is stored: added, with its pages."""
+    result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
+    result.ocr_pages, result.unread_pages = len(document.ocr_pages), document.unread_pages
+    return result
+
+
+def batch_chars(batch: list[tuple[Path, LoadedDocument | FileResult]]) -> int:
+    return sum(len(page.text) for _, d in batch if isinstance(d, LoadedDocument) for page in d.pages)
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -112,11 +134,21 @@ class Ingestor:
     >>> print(report.summary())
     """
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: DocumentStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: DocumentStore,
+        *,
+        pdf_workers: int | None = None,
+        parallel_min_pages: int = PARALLEL_MIN_PAGES,
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self._chunker: Chunker | None = None
+        self.pdf_pool = PdfReaderPool(pdf_workers)
+        self.parallel_min_pages = parallel_min_pages
 
     @property
     def chunker(self) -> Chunker:
@@ -169,16 +201,50 @@ class Ingestor:
         progress.on_files(len(files) + len(report_missing))
         for result in report_missing:
             progress.on_file_done(result)
-        for path in files:
-            progress.on_file_start(path)
-            result = self.ingest_file(path, source=named.get(path), progress=progress)
-            report.files.append(result)
-            progress.on_file_done(result)
+
+        def finish(results: list[FileResult]) -> None:
+            for result in results:
+                report.files.append(result)
+                progress.on_file_done(result)
+
+        batch: list[tuple[Path, LoadedDocument | FileResult]] = []  # read, not stored yet, in order
+        try:
+            for path in files:
+                progress.on_file_start(path)
+                big = self._big_pdf(path)
+                if big is not None:
+                    finish(self._store_batch(batch, progress))
+                    batch = []
+                    finish([self._ingest_big_pdf(path, named.get(path), *big, progress=progress)])
+                    continue
+                loaded = self.load_file(path, source=named.get(path), progress=progress)
+                if isinstance(loaded, LoadedDocument) and loaded.source in {
+                    d.source for _, d in batch if isinstance(d, LoadedDocument)
+                }:
+                    finish(self._store_batch(batch, progress))  # one version of a source per batch
+                    batch = []
+                batch.append((path, loaded))
+                if len(batch) >= BATCH_FILES or batch_chars(batch) >= BATCH_CHARS:
+                    finish(self._store_batch(batch, progress))
+                    batch = []
+            finish(self._store_batch(batch, progress))
+        finally:
+            self.pdf_pool.close()
         report.seconds = time.perf_counter() - started
         return report
 
     def ingest_file(self, path: Path, *, source: str | None = None, progress: Progress | None = None) -> FileResult:
         """Load, chunk, embed and store one file; never raises for a bad file."""
+        progress = progress or Progress()
+        loaded = self.load_file(path, source=source, progress=progress)
+        if isinstance(loaded, FileResult):
+            return loaded
+        return self.ingest_document(loaded, path=path, progress=progress)
+
+    def load_file(
+        self, path: Path, *, source: str | None = None, progress: Progress | None = None
+    ) -> LoadedDocument | FileResult:
+        """Read one file: the document, or a failed result that says why; never raises for a bad file."""
         progress = progress or Progress()
         try:
             options = ReadOptions(ocr=self.settings.ocr, on_page=progress.on_pages)
@@ -190,7 +256,7 @@ class Ingestor:
         except OSError as exc:
             error = f"cannot read the file: {exc.strerror}"
             return FileResult(path, source or source_key(path), Outcome.FAILED, error=error)
-        return self.ingest_document(document, path=path, progress=progress)
+        return document
 
     def ingest_document(
         self, document: LoadedDocument, *, path: Path | None = None, progress: Progress | None = None
@@ -198,8 +264,7 @@ class Ingestor:
         """Chunk, embed and store a document already in memory (the evaluation commands use this)."""
         progress = progress or Progress()
         path = path or Path(document.source)
-        result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
-        result.ocr_pages, result.unread_pages = len(document.ocr_pages), document.unread_pages
+        result = new_result(document, path)
         known, complete = self.store.version_state(document.source, document.content_hash, self.chunking)
         if complete:
             result.outcome = Outcome.UNCHANGED
@@ -250,29 +315,151 @@ class Ingestor:
                     result.outcome, result.error = Outcome.FAILED, f"could not store it: {exc}"
         return results
 
-    def _embed_and_store(self, chunks: list[Chunk], progress: Progress) -> None:
+    def _embed_and_store(
+        self, chunks: list[Chunk], progress: Progress, embedded: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         """Embed in groups, longest texts first, while a background thread writes the previous group.
 
-        Sorting by length over the whole document keeps padding as low as one ``encode`` call
-        over all texts would; progress is still reported per group. Other versions of the
-        document are removed only after every chunk of this one is written.
+        Sorting by length over all the chunks keeps padding as low as one ``encode`` call over
+        all texts would; progress is still reported per group. ``embedded``: vectors already
+        made (by chunk id), written first. Other versions of the documents are removed only
+        after every chunk of these is written, in one delete per batch of documents.
         """
         group = self.settings.embedding_batch_size * 4
-        order = sorted(chunks, key=lambda c: len(c.text), reverse=True)
+        embedded = embedded or {}
+        ready = [c for c in chunks if c.id in embedded]
+        order = ready + sorted((c for c in chunks if c.id not in embedded), key=lambda c: len(c.text), reverse=True)
         added_at = int(time.time())
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
             writing: Future | None = None
             for start in range(0, len(order), group):
                 part = order[start : start + group]
-                vectors = self.embedder.encode([c.text for c in part])
+                new = [c for c in part if c.id not in embedded]
+                fresh = iter(self.embedder.encode([c.text for c in new]) if new else ())
+                vectors = np.stack([embedded[c.id] if c.id in embedded else next(fresh) for c in part])
                 if writing is not None:
                     writing.result()  # one write in flight at a time; raises a write error here
                 writing = writer.submit(self.store.upsert, part, vectors, added_at=added_at, chunking=self.chunking)
                 progress.on_chunks(min(start + group, len(order)), len(order))
             if writing is not None:
                 writing.result()
-        for first in {c.source: c for c in chunks if c.index == 0}.values():
-            self.store.remove_stale(first, chunking=self.chunking)
+        firsts = list({c.source: c for c in chunks if c.index == 0}.values())
+        if firsts:
+            self.store.remove_stale_many(firsts, chunking=self.chunking)
+
+    def _store_batch(
+        self, batch: list[tuple[Path, LoadedDocument | FileResult]], progress: Progress
+    ) -> list[FileResult]:
+        """Store files read together, results in their order: one version check, one embedding
+        pass, one stale-chunk delete. If the write fails, every file being written fails and
+        none of its new chunks stay (the old versions do)."""
+        documents = [(path, d) for path, d in batch if isinstance(d, LoadedDocument)]
+        if len(documents) <= 1:  # one file: the per-file path, exactly
+            return [
+                d if isinstance(d, FileResult) else self.ingest_document(d, path=path, progress=progress)
+                for path, d in batch
+            ]
+        states = self.store.version_states({d.source: d.content_hash for _, d in documents}, self.chunking)
+        results: dict[int, FileResult] = {}
+        pending: list[Chunk] = []
+        writing: list[tuple[FileResult, LoadedDocument, bool]] = []
+        for path, document in documents:
+            result = results[id(document)] = new_result(document, path)
+            state = states[document.source]
+            if state.complete:
+                result.outcome, result.chunks = Outcome.UNCHANGED, state.chunks
+                continue
+            chunks = self.chunker.split_document(document)
+            if not chunks:
+                result.outcome, result.error = Outcome.FAILED, "no text left after cleaning"
+                continue
+            result.outcome = Outcome.REPLACED if state.known else Outcome.ADDED
+            result.chunks = len(chunks)
+            pending.extend(chunks)
+            writing.append((result, document, state.known))
+        try:
+            self._embed_and_store(pending, progress)
+        except Exception as exc:
+            log.exception("ingest of a batch of %d files failed", len(writing))
+            for result, document, known in writing:
+                self._discard_partial(document.source, document.content_hash, replaced=known)
+                result.outcome, result.error, result.chunks = Outcome.FAILED, f"could not store it: {exc}", 0
+        return [d if isinstance(d, FileResult) else results[id(d)] for _, d in batch]
+
+    def _big_pdf(self, path: Path) -> tuple[bytes, int] | None:
+        """The bytes and page count of a PDF for the reader pool (many pages, plainly readable)."""
+        if path.suffix.lower() != ".pdf" or self.parallel_min_pages <= 0:
+            return None
+        try:
+            if not path.is_file() or path.stat().st_size > self.settings.max_file_mb * 1_000_000:
+                return None
+            data = path.read_bytes()
+        except OSError:
+            return None
+        pages = pdf_page_total(data)
+        return (data, pages) if pages is not None and pages >= self.parallel_min_pages else None
+
+    def _ingest_big_pdf(
+        self, path: Path, source: str | None, data: bytes, page_total: int, *, progress: Progress
+    ) -> FileResult:
+        """A big PDF read by the worker pool, range by range, each range chunked and its chunks
+        embedded as they arrive. Rows carry the document's chunk count, so writing starts once
+        the last page is read (vectors wait in memory until then); a failure before that writes
+        nothing. Pages are read as the inline reader reads them, OCR included (in the workers)."""
+        source = source or source_key(path)
+        content_hash = hashlib.sha256(data).hexdigest()
+        result = FileResult(path, source, Outcome.ADDED, pages=page_total)
+        known, complete = self.store.version_state(source, content_hash, self.chunking)
+        if complete:
+            result.outcome, result.chunks = Outcome.UNCHANGED, self.store.count(source)
+            return result
+        located: list[tuple[int, str]] = []  # (page, text) of every chunk, in order
+        vectors: list[np.ndarray] = []  # of located[: len(vectors)]
+        ocr_pages, unread_pages = [], []
+        group = self.settings.embedding_batch_size * 4
+        try:
+            for pages in self.pdf_pool.pages(path, content_hash, page_total, self.settings.ocr):
+                for page in pages:
+                    located += [(page.number, text) for text in self.chunker.split_text(page.text)] if page.text else []
+                    ocr_pages += [page.number] if page.ocr else []
+                    unread_pages += [page.number] if page.unread else []
+                progress.on_pages(pages[-1].number, page_total)
+                while len(located) - len(vectors) >= group:
+                    vectors += list(self.embedder.encode([text for _, text in located[len(vectors) :][:group]]))
+                    progress.on_chunks(len(vectors), len(located))
+        except LoadError as exc:
+            return FileResult(path, source, Outcome.FAILED, pages=page_total, error=str(exc))
+        except Exception as exc:
+            log.exception("ingest of %s failed", path)
+            return FileResult(path, source, Outcome.FAILED, pages=page_total, error=f"could not store it: {exc}")
+        if not located:  # no text at all: the inline reader says why, in its words
+            return self.ingest_file(path, source=source, progress=progress)
+        result.ocr_pages, result.unread_pages = len(ocr_pages), tuple(unread_pages)
+        chunks = [
+            Chunk(
+                id=chunk_id(source, content_hash, index),
+                text=text,
+                source=source,
+                title=path.name,
+                page=page,
+                index=index,
+                count=len(located),
+                content_hash=content_hash,
+                doc_pages=page_total,
+                doc_bytes=len(data),
+            )
+            for index, (page, text) in enumerate(located)
+        ]
+        try:
+            self._embed_and_store(chunks, progress, embedded={c.id: v for c, v in zip(chunks, vectors, strict=False)})
+        except Exception as exc:
+            log.exception("ingest of %s failed", path)
+            self._discard_partial(source, content_hash, replaced=known)
+            result.outcome, result.error = Outcome.FAILED, f"could not store it: {exc}"
+            return result
+        result.outcome = Outcome.REPLACED if known else Outcome.ADDED
+        result.chunks = len(chunks)
+        return result
 
     def _discard_partial(self, source: str, content_hash: str, *, replaced: bool) -> None:
         try:
