@@ -62,7 +62,7 @@ def collection_sidebar() -> None:
 
 
 def _create_form(settings, names: list[str]) -> None:
-    with st.expander("New collection", icon=":material/add:"):
+    with st.popover("New collection", icon=":material/add:", width="stretch"):
         with st.form("new_collection", clear_on_submit=True, border=False):
             raw = st.text_input("Name", placeholder="contracts_2024")
             submitted = st.form_submit_button("Create collection")
