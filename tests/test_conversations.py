@@ -343,3 +343,135 @@ def test_chats_as_a_real_command(tmp_path: Path):
     assert [(c["id"], c["turns"]) for c in json.loads(done.stdout)] == [(cid, 1)]
     done = subprocess.run([sys.executable, "-m", "rag", "chats", "show", "nope"], **run)
     assert done.returncode == 2 and "No conversation 'nope'" in done.stderr
+
+
+# The chat page, headless (AppTest): several browser sessions on one data folder ----------------
+
+import test_app  # noqa: E402
+from test_app import CHAT, Harness, shown_text  # noqa: E402
+
+app, no_generation = test_app.app, test_app.no_generation  # its fixtures: an app on its own data folder, no LLM
+
+UNRELATED = "How long should sourdough bread rise before baking?"
+
+
+def session(app: Harness, **query: str) -> Harness:
+    """Another browser session (a new tab, or a reload) on the same app, opened at ``?query``."""
+    other = Harness(app.data_dir)
+    other.at.query_params.update(query)
+    other.page(CHAT)
+    return other
+
+
+def sidebar_titles(harness: Harness) -> list[str]:
+    return [b.label for b in harness.at.sidebar.button if b.key and b.key.startswith("open-")]
+
+
+def turns(harness: Harness) -> list[tuple[str, str]]:
+    return [(m.name, shown_text(m.html[0].value)) for m in harness.at.chat_message]
+
+
+def test_chat_page_stores_reopens_and_keeps_tabs_apart(app: Harness, no_generation: list[str]):
+    app.upload(("solar.md", DATASHEET.encode()))
+    app.ask(UNRELATED)  # refused without the LLM: still an exchange
+    chats = ConversationStore(app.data_dir / FILE_NAME)
+    [stored] = chats.list()
+    assert app.at.query_params["c"] == [stored.id] or app.at.query_params["c"] == stored.id
+    app.page(CHAT)
+    assert sidebar_titles(app) == [UNRELATED]
+
+    app.ask("and for rye?")  # a follow-up: searched with the stored question before it
+    [exchange_1, exchange_2] = chats.get(stored.id).exchanges
+    assert exchange_2.query == f"{UNRELATED} and for rye?"
+    assert exchange_2.collection == "app_test" and exchange_2.settings["max_new_tokens"] == 48
+
+    # A reload (a new session at ?c=ID) shows the conversation and continues it with its history.
+    reloaded = session(app, c=stored.id)
+    assert turns(reloaded)[::2] == [("user", UNRELATED), ("user", "and for rye?")]
+    assert [m.name for m in reloaded.at.chat_message] == ["user", "assistant"] * 2
+    reloaded.ask("and spelt?")
+    assert chats.get(stored.id).exchanges[-1].query == "and for rye? and spelt?"
+
+    # A second tab starts its own conversation; neither tab sees the other's questions.
+    other = session(app)
+    assert other.at.chat_message == [] or len(other.at.chat_message) == 0
+    other.ask("What colour is a polar bear's skin?")
+    assert len(chats.list()) == 2
+    assert [t for t in turns(other) if t[0] == "user"] == [("user", "What colour is a polar bear's skin?")]
+    app.page(CHAT)
+    assert [t for t in turns(app) if t[0] == "user"] == [("user", UNRELATED), ("user", "and for rye?")]
+    assert sidebar_titles(app) == ["What colour is a polar bear's skin?", UNRELATED], "newest first"
+
+    # Open the other conversation from the sidebar, rename it, export it, delete it (after a confirmation).
+    app.at.sidebar.button(key=f"open-{chats.list()[0].id}").click()
+    app.run()
+    assert [t for t in turns(app) if t[0] == "user"] == [("user", "What colour is a polar bear's skin?")]
+    [export] = app.at.sidebar.download_button  # its file is checked in the browser test
+    assert export.label == "Export as Markdown"
+    [title] = [t for t in app.at.sidebar.text_input if t.label == "Title"]
+    title.set_value("Bears")
+    [save] = [b for b in app.at.sidebar.button if b.label == "Save title"]
+    save.click()
+    app.run()
+    assert sidebar_titles(app) == ["Bears", UNRELATED]
+    [delete] = [b for b in app.at.sidebar.button if b.label == "Delete conversation"]
+    delete.click()
+    app.run()
+    assert sidebar_titles(app) == [UNRELATED]
+    assert len(app.at.chat_message) == 0 and "c" not in app.at.query_params, "a new conversation after deleting"
+    assert [c.id for c in chats.list()] == [stored.id]
+    assert no_generation == []
+    assert exchange_1.refused
+
+
+def test_sources_of_deleted_documents_are_marked(app: Harness, no_generation: list[str]):
+    app.upload(("solar.md", DATASHEET.encode()), ("keep.md", b"Sourdough notes: the dough rises overnight."))
+    app.ask("What is the boiling point of mercury?")  # refused: its closest passages are still its sources
+    assert app.messages("error") == []
+    chats = ConversationStore(app.data_dir / FILE_NAME)
+    [conversation] = chats.list()
+    sources = [s["title"] for s in chats.get(conversation.id).exchanges[0].sources]
+    assert sorted(sources) == ["keep.md", "solar.md"]
+    passages = shown_text(app.at.chat_message[1].html[-1].value)
+    assert "(deleted)" not in passages
+
+    services = Services(Settings(data_dir=app.data_dir, collection="app_test"))
+    from rag.pipeline import delete_document
+
+    delete_document(services.settings, services.store(), "solar.md")
+    reloaded = session(app, c=conversation.id)
+    passages = shown_text(reloaded.at.chat_message[1].html[-1].value)
+    assert "solar.md (deleted)" in passages
+    assert "keep.md (deleted)" not in passages
+    assert [b.label for b in reloaded.at.sidebar.download_button] == ["Export as Markdown"]
+
+
+def test_a_corrupt_or_locked_history_still_answers_in_the_page(app: Harness, no_generation: list[str]):
+    app.upload(("solar.md", DATASHEET.encode()))
+    history = app.data_dir / FILE_NAME
+    garbage = b"garbage, not SQLite " * 100
+    history.write_bytes(garbage)
+    app.ask(UNRELATED)
+    [_, assistant] = app.at.chat_message
+    assert "do not contain an answer" in shown_text(assistant.html[0].value)
+    [warning] = app.messages("warning")
+    assert "not a readable SQLite database" in warning and "not saved" in warning
+    assert history.read_bytes() == garbage
+    assert app.messages("error") == []
+
+    history.unlink()
+    app.page(CHAT)
+    app.ask("and for rye?")
+    chats = ConversationStore(history)
+    [conversation] = chats.list()
+    holder = sqlite3.connect(history, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        app.ask("and spelt?")
+        warnings = app.messages("warning")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert any("locked by another program" in w and "not saved" in w for w in warnings), warnings
+    assert [m.name for m in app.at.chat_message][-2:] == ["user", "assistant"]
+    assert chats.get(conversation.id).turns == 1
