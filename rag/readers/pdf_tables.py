@@ -55,17 +55,16 @@ def find_tables(layout: str) -> list[list[list[str]]]:
     """The tables in a layout-mode page: each a list of rows of cell texts, header row first."""
     lines = [_cells(line) for line in layout.replace("\t", " ").splitlines()]
     tables, run = [], []
-    for cells in [*lines, []]:
+    for cells in lines:
         if not cells and run and run[-1]:
             run.append(cells)  # one blank line inside a table (row spacing) is allowed
         elif len(cells) >= MIN_CELLS or (run and run[-1] and _continues(cells, run)):
             run.append(cells)
         else:
-            table = _table(run)
-            if table:
-                tables.append(table)
-            run = [cells] if len(cells) >= MIN_CELLS else []
-    return tables
+            tables.append(_table(run))
+            run = []
+    tables.append(_table(run))
+    return [table for table in tables if table]
 
 
 def rewrite_tables(plain: str, layout: str) -> str:
