@@ -27,6 +27,7 @@ from rag.conversations import (
     to_markdown,
     used_settings,
 )
+from rag.queueing import answer_in_turn
 
 CONVERSATION_KEY = "conversation"  # st.session_state: the open conversation's id, None for a new one
 QUERY_KEY = "c"  # st.query_params: the same id, so a reload reopens it
@@ -196,7 +197,8 @@ if question:
                     temperature=temperature,
                 )
             placeholder = st.empty()
-            for _ in stream:  # the text so far, as literal text, while it streams
+            # Its turn at the model (other sessions' questions may be ahead), then the text so far, as literal text
+            for _ in answer_in_turn(stream, on_wait=lambda position: placeholder.caption(position.message)):
                 placeholder.html(plain_html(stream.streamed_text, "rag-answer rag-streaming"))
             answer = stream.answer()
             placeholder.empty()
