@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages.shared import (
+    app_settings,
     configured_collection,
     escape,
     forget_collection,
@@ -30,7 +31,7 @@ def collection_sidebar() -> None:
         st.toast(notice, icon=":material/delete:")
     configured = configured_collection()
     try:
-        settings = get_services(configured).settings  # starts the local Milvus server before listing
+        settings = app_settings()  # starts the local Milvus server before listing
         names = collection_names(settings)
     except (StoreError, RuntimeError, ValueError, OSError) as exc:
         st.sidebar.error(f"Collections are not available: {escape(str(exc))}", icon=":material/error:")

@@ -12,7 +12,7 @@ from rag.config import Settings
 from rag.local_server import LocalServer, running_endpoint
 from rag.logs import quiet_libraries
 from rag.services import Services
-from rag.store import DocumentStore, StoreError
+from rag.store import DocumentStore, StoreError, check_connection
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 # Streamlit's markdown turns "www.x", "http://x" and "a@b.c" into links whatever the escaping;
@@ -51,9 +51,15 @@ def _configured_services() -> Services:
     quiet_libraries()
     if settings.is_local_store:
         _local_server(settings.resolved_milvus_uri)
+    check_connection(settings)  # an unreachable store says so now, before the model loads
     services = Services(settings)
-    services.store()  # connect now, inside the spinner
+    services.embedder  # noqa: B018 (load it now, inside the spinner; every collection shares it)
     return services
+
+
+def app_settings() -> Settings:
+    """The settings the app was started with (the local Milvus server is running once this returns)."""
+    return _configured_services().settings
 
 
 @st.cache_resource(show_spinner="Opening the collection…")

@@ -335,3 +335,22 @@ def test_app_question_fails_cleanly_when_its_collection_is_deleted(
     assert at.selectbox[0].value == "documents"
     assert any("no longer exists" in w.value for w in at.warning)
     assert "research" not in collection_names(Settings(data_dir=Path("data")))
+
+
+def test_app_a_collection_of_another_model_does_not_block_the_others(app: AppTest) -> None:
+    """The configured collection was indexed with another embedding model: its pages say so, and the
+    picker still creates and opens collections made with the configured model."""
+    LocalServer(Path("data") / "milvus.db").start()  # the app finds it and shares it (the fixture stops it)
+    DocumentStore(Settings(data_dir=Path("data")), OtherModel()).open().close()
+    at = run(app)
+    errors = [e.value for e in at.error]
+    assert any("example/other-embedder" in e for e in errors), errors
+    assert at.selectbox[0].value == "documents"
+    at.text_input[0].input("fresh")
+    at = run(button(at, "Create collection").click())
+    assert at.selectbox[0].value == "fresh" and at.selectbox[0].options == ["documents", "fresh"]
+    assert not at.error
+    assert {c.name: c.embedding_model for c in list_collections(Settings(data_dir=Path("data")))} == {
+        "documents": "example/other-embedder",
+        "fresh": "sentence-transformers/all-MiniLM-L6-v2",
+    }
