@@ -46,7 +46,7 @@ def _shard_arg(text: str) -> Shard:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ingest",
-        description="Load, chunk, embed and store documents (PDF, text, Markdown) in Milvus.",
+        description="Load, chunk, embed and store documents (PDF, Office, web pages, text, images) in Milvus.",
         epilog="Settings not given as flags come from RAG_* environment variables (see README).",
     )
     parser.add_argument("paths", nargs="*", help="files, folders (searched recursively) or glob patterns")
@@ -169,12 +169,22 @@ def _ingest(args: argparse.Namespace, services: Services) -> int:
         chunks_bar.n = done
         chunks_bar.refresh()
 
+    def on_pages(done: int, total: int) -> None:  # reading, page by page (an OCR'd page takes seconds)
+        name = (files_bar.postfix or "").split(" page ")[0]
+        files_bar.set_postfix_str(f"{name} page {done}/{total}")
+
     def on_file_done(result: FileResult) -> None:
         files_bar.update(1)
         if not quiet:
             files_bar.write(_describe(result), file=sys.stderr)
 
-    progress = Progress(on_files=on_files, on_file_start=on_file_start, on_chunks=on_chunks, on_file_done=on_file_done)
+    progress = Progress(
+        on_files=on_files,
+        on_file_start=on_file_start,
+        on_chunks=on_chunks,
+        on_file_done=on_file_done,
+        on_pages=on_pages,
+    )
     paths = shard_paths(args.paths, args.shard) if args.shard else args.paths
     if args.shard:
         print(f"shard {args.shard}: {len(paths)} of the files", file=sys.stderr)
