@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.collections import collection_names, delete_collection
 from rag.config import Settings
 from rag.local_server import LocalServer
 from rag.store import DocumentStore
@@ -168,6 +170,19 @@ def test_watch_adds_replaces_removes_stops_and_catches_up(tmp_path: Path, embedd
         assert "feeding with flour" in documents["a.txt"] and "wild yeast" not in documents["a.txt"]
         assert changes(watcher.seen).count(("added", "b.txt")) == 1
 
+        # A folder moved in brings its files; removing the folder removes their documents.
+        staging = tmp_path / "staging" / "papers"
+        staging.mkdir(parents=True)
+        (staging / "p1.txt").write_text("Tardigrades survive drying out by making protective sugars. " * 5)
+        (staging / "p2.md").write_text("# Comets\n\nComet tails point away from the sun. " * 5)
+        staging.rename(folder / "papers")
+        for name in ("p1.txt", "p2.md"):
+            watcher.wait_for(rf"^\+ added +inbox/papers/{re.escape(name)}")
+        shutil.rmtree(folder / "papers")
+        for _ in range(2):
+            watcher.wait_for(r"^- removed +inbox/papers/")
+        assert sorted(stored(settings, embedder)) == ["a.txt", "e.md"]
+
         # Ctrl-C stops it cleanly.
         assert watcher.interrupt() == 0
         assert watcher.quiet_for(1)[-1:] == ["stopped"]
@@ -183,7 +198,14 @@ def test_watch_adds_replaces_removes_stops_and_catches_up(tmp_path: Path, embedd
         documents = stored(settings, embedder)
         assert sorted(documents) == ["a.txt", "c.md"]
         assert "Rye bread" in documents["a.txt"]
-        assert watcher.interrupt() == 0
+        watcher.wait_for(r"^watching for changes")
+
+        # Its collection deleted while it watches: the next change stops it with the reason.
+        delete_collection(settings, COLLECTION)
+        (folder / "c.md").write_text("# Tides\n\nSpring tides follow the new and the full moon. " * 5)
+        assert watcher.process.wait(timeout=CHANGE_S) == 2
+        assert "the collection 'watched' no longer exists" in watcher.stderr_tail()
+        assert COLLECTION not in collection_names(settings)  # not brought back by the watcher
     finally:
         watcher.kill()
         server.stop()
