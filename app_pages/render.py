@@ -86,7 +86,10 @@ def answer_html(answer: Answer) -> str:
         parts.append(_sentence_html(check, sources))
         position = start + len(check.text)
     parts.append(literal(answer.text[position:]))
-    return f'<div class="rag-answer" style="{_TEXT}">{"".join(parts)}</div>'
+    warnings = "".join(
+        f'<div class="rag-warning" style="{_REASON}">{UNSUPPORTED_MARK} {literal(w)}</div>' for w in answer.warnings
+    )
+    return f'{warnings}<div class="rag-answer" style="{_TEXT}">{"".join(parts)}</div>'
 
 
 def key_sentence_html(key: KeySentence, sources: Iterable[Source]) -> str:

@@ -131,6 +131,7 @@ def run(
                         "refused": answer.refused,
                         "correct": holds(answer.text, q["answers"]),
                         "marked_unsupported": any(not s.supported for s in answer.sentences),
+                        "warned": bool(answer.warnings),
                         "reasons": [
                             s.reason for s in answer.sentences if not s.supported and getattr(s, "reason", None)
                         ],
@@ -155,11 +156,22 @@ def run(
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     wrong = [r for r in rows if not r["correct"]]
+    right = [r for r in rows if r["correct"]]
     return {
         "accuracy": round(sum(r["correct"] for r in rows) / len(rows), 3),
         "wrong": len(wrong),
         "wrong_marked_unsupported": round(sum(r["marked_unsupported"] for r in wrong) / len(wrong), 3)
         if wrong
+        else None,
+        "wrong_marked_or_warned": round(
+            sum(r["marked_unsupported"] or r.get("warned", False) for r in wrong) / len(wrong), 3
+        )
+        if wrong
+        else None,
+        "right_marked_or_warned": round(
+            sum(r["marked_unsupported"] or r.get("warned", False) for r in right) / len(right), 3
+        )
+        if right
         else None,
         "key_sentence_correct": round(sum(r["key_correct"] for r in rows) / len(rows), 3),
         "key_sentence_present": round(sum(r["key_sentence"] is not None for r in rows) / len(rows), 3),
@@ -179,6 +191,8 @@ def markdown(data: dict[str, Any], command: str) -> str:
         ("answer holds the right fact", "accuracy"),
         ("wrong answers", "wrong"),
         ("wrong answers with an unsupported mark", "wrong_marked_unsupported"),
+        ("wrong answers with a mark or a no-figure warning", "wrong_marked_or_warned"),
+        ("right answers with a mark or a warning (a sentence of it may be wrong)", "right_marked_or_warned"),
         ("key sentence holds the right fact", "key_sentence_correct"),
         ("key sentence present", "key_sentence_present"),
         ("expected file among the sources", "source_retrieved"),
@@ -203,9 +217,13 @@ def markdown(data: dict[str, Any], command: str) -> str:
         "|---|" + "---:|" * len(names),
     ]
     for label, key in measures:
-        values = [data["results"][n]["summary"][key] for n in names]
+        values = [data["results"][n]["summary"].get(key) for n in names]
         lines.append(f"| {label} | " + " | ".join("-" if v is None else str(v) for v in values) + " |")
-    lines += ["", "Per question (ok = holds the fact, m = marked unsupported, k = key sentence holds it):", ""]
+    lines += [
+        "",
+        "Per question (ok = holds the fact, m = marked unsupported, w = no-figure warning, k = key sentence holds it):",
+        "",
+    ]
     lines.append("| question | expected | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     rows = zip(*(data["results"][n]["rows"] for n in names), strict=True)
@@ -213,6 +231,7 @@ def markdown(data: dict[str, Any], command: str) -> str:
         cells = []
         for r in per_config:
             flags = ("ok" if r["correct"] else "wrong") + (" m" if r["marked_unsupported"] else "")
+            flags += " w" if r.get("warned") else ""
             flags += " k" if r["key_correct"] else ""
             flags += " loop" if r["loop_in_answer"] else ""
             cells.append(flags)

@@ -57,6 +57,7 @@ def recheck(recorded: dict[str, Any], pdfs: Path, configs: list[str]) -> dict[st
                         "correct": row["correct"],
                         "marked_then": row["marked_unsupported"],
                         "marked_now": bool(reasons),
+                        "warned_now": bool(answer.warnings),
                         "reasons_now": reasons,
                         "answer": row["answer"],
                     }
@@ -82,6 +83,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "right": len(right),
         "right_marked_then": share(right, "marked_then"),
         "right_marked_now": share(right, "marked_now"),
+        "wrong_marked_or_warned_now": share([r | {"x": r["marked_now"] or r["warned_now"]} for r in wrong], "x"),
+        "right_marked_or_warned_now": share([r | {"x": r["marked_now"] or r["warned_now"]} for r in right], "x"),
     }
 
 
@@ -95,23 +98,25 @@ def markdown(data: dict[str, Any]) -> str:
         "answers and the same retrieved passages",
         "",
         "| configuration | answers | wrong | wrong marked then | wrong marked now | right | right marked then "
-        "| right marked now |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| right marked now | wrong marked or warned now | right marked or warned now |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in data["results"].items():
         s = summary(rows)
         lines.append(
             f"| {name} | {s['answers']} | {s['wrong']} | {s['wrong_marked_then']} | {s['wrong_marked_now']} "
-            f"| {s['right']} | {s['right_marked_then']} | {s['right_marked_now']} |"
+            f"| {s['right']} | {s['right_marked_then']} | {s['right_marked_now']} "
+            f"| {s['wrong_marked_or_warned_now']} | {s['right_marked_or_warned_now']} |"
         )
     lines += ["", "Marks that changed, and wrong answers still unmarked:", ""]
     for name, rows in data["results"].items():
         for r in rows:
-            if r["marked_then"] != r["marked_now"] or (not r["correct"] and not r["marked_now"]):
+            if r["marked_then"] != r["marked_now"] or (not r["correct"] and not r["marked_now"]) or r["warned_now"]:
                 verdict = "right" if r["correct"] else "wrong"
                 then, now = ("marked" if r[k] else "unmarked" for k in ("marked_then", "marked_now"))
                 change = f"{then} → {now}"
                 reason = f" ({'; '.join(r['reasons_now'])})" if r["reasons_now"] else ""
+                reason += " (warned: no figure)" if r["warned_now"] else ""
                 lines.append(f"- [{name}] {verdict}, {change}: {r['question']} — answer: “{r['answer'][:160]}”{reason}")
     return "\n".join(lines) + "\n"
 

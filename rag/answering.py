@@ -100,6 +100,7 @@ class Answer:
     question: str = ""
     query: str = ""
     key_sentence: KeySentence | None = None
+    warnings: list[str] = field(default_factory=list)  # about the answer as a whole ("asks for a figure, gives none")
 
     @property
     def grounded_share(self) -> float:
@@ -121,6 +122,7 @@ class Answer:
             "key_sentence": (
                 {"text": k.text, "source": k.source, "page": k.page} if (k := self.key_sentence) else None
             ),
+            "warnings": list(self.warnings),
         }
 
 
@@ -287,6 +289,7 @@ class AnswerPipeline:
         """Drop invalid citations, mark each sentence supported or not (with its reason and evidence),
         infer missing citations, and quote the key sentence (``key``, or found here)."""
         from rag.grounding import GroundingChecker, key_sentence
+        from rag.questions import missing_figure_warning
 
         text = clean_citations(raw, len(sources))
         sentences = split_sentences(text)
@@ -297,7 +300,9 @@ class AnswerPipeline:
         embedder = self.retriever.embedder
         checks = GroundingChecker(embedder, self.settings.grounding_threshold).check(sentences, sources, question)
         key = key or key_sentence(question, sources, embedder)
-        return Answer(" ".join(c.text for c in checks), False, sources, checks, question, query, key)
+        warning = missing_figure_warning(question, sentences)
+        text = " ".join(c.text for c in checks)
+        return Answer(text, False, sources, checks, question, query, key, [warning] if warning else [])
 
     def as_runnable(self) -> Runnable[Any, dict[str, Any]]:
         """The pipeline as a LangChain Runnable: ``{"question": ..., "history": [...]}`` or a string in,

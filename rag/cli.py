@@ -128,6 +128,8 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     answer = stream.answer()
     if answer.text != stream.streamed_text:
         print(f"\nWith citations checked:\n{answer.text}")
+    for warning in answer.warnings:
+        print(f"\n! {warning}")
     unsupported = [s for s in answer.sentences if not s.supported]
     if unsupported:
         print(f"\nNot supported by the sources ({len(unsupported)}):")

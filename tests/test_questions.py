@@ -1,0 +1,62 @@
+"""Questions that ask for a figure, and answers that give none (``rag.questions``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app_pages.render import answer_html
+from rag.answering import Answer, SentenceCheck
+from rag.questions import asks_for_figure, missing_figure_warning
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many passages did DPR split Wikipedia into?",
+        "How long does building the index take?",
+        "What is the top-20 retrieval accuracy of BM25 on Natural Questions?",
+        "What was the net revenue in the third quarter?",
+        "When was the module designed?",
+        "In which year did the war end?",
+        "What percentage of cases recovered?",
+        "What batch size is the model trained with?",
+    ],
+)
+def test_questions_that_ask_for_a_figure(question: str) -> None:
+    assert asks_for_figure(question)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is dense passage retrieval?",
+        "Who designed the module?",
+        "Which backbone does the base model use?",
+        "Summarise the report.",
+        "What does the warranty cover?",
+        "Why did revenue fall?",
+    ],
+)
+def test_questions_that_do_not(question: str) -> None:
+    assert not asks_for_figure(question)
+
+
+def test_an_answer_without_a_figure_to_a_figure_question_is_warned() -> None:
+    question = "What is the top-20 retrieval accuracy of BM25 on Natural Questions?"
+    vague = ["BM25 has significantly higher performance than the other methods [2]."]
+    assert missing_figure_warning(question, vague) is not None
+    assert missing_figure_warning(question, ["BM25 reaches 59.1% top-20 accuracy [2]."]) is None
+    # restating the question's own numbers is not an answer
+    assert missing_figure_warning(question, ["The top-20 accuracy is discussed in Table 2 [2]."]) is not None
+    assert missing_figure_warning("Who wrote it?", vague) is None
+
+
+def test_the_warning_reaches_json_and_the_page() -> None:
+    warning = "The question asks for a figure and the answer gives none: check the key sentence and the sources."
+    answer = Answer(
+        "It is high.", False, [], [SentenceCheck("It is high.", True, 0.9)], "How high?", warnings=[warning]
+    )
+    assert answer.to_dict()["warnings"] == [warning]
+    html = answer_html(answer)
+    assert 'class="rag-warning"' in html and "gives none" in html
+    assert 'class="rag-warning"' not in answer_html(Answer("It is high.", False, [], answer.sentences, "How high?"))
