@@ -8,17 +8,19 @@ and a picture without text. Source and licence in tests/data/README.md.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from ingest.cli import _describe
+from ingest.cli import _describe, main
 from rag import ocr
 from rag.config import Settings
 from rag.loading import SUPPORTED_SUFFIXES, LoadError, load_document
 from rag.pipeline import Ingestor, Progress
 from rag.readers.base import ReadOptions
 from rag.records import Outcome, page_ranges
+from rag.services import Services
 from rag.store import DocumentStore
 
 OCR = Path(__file__).resolve().parent / "data" / "ocr"
@@ -169,6 +171,37 @@ def test_with_ocr_off_the_outcome_names_the_pages_left_without_text(
     flat = ingestor.ingest_file(PDFS / "loremipsum-flat.pdf")
     assert flat.outcome is Outcome.FAILED
     assert "page 1 holds ink but no text layer" in flat.error and "RAG_OCR=auto" in flat.error
+
+
+def test_an_uploaded_image_is_read_and_a_picture_refused(ingestor: Ingestor, store: DocumentStore) -> None:
+    """The upload page's path: the bytes are staged, ingested, and kept only when they hold text."""
+    uploaded = ingestor.ingest_upload("notice.png", (OCR / "notice.png").read_bytes())
+    refused = ingestor.ingest_upload("meadow.jpg", (OCR / "meadow.jpg").read_bytes())
+
+    assert (uploaded.outcome, uploaded.pages, uploaded.ocr_pages) == (Outcome.ADDED, 1, 1)
+    assert (refused.outcome, refused.error) == (Outcome.FAILED, NO_TEXT)
+    assert [document.source for document in store.list_documents()] == ["notice.png"]
+    assert sorted(path.name for path in ingestor.settings.uploads_dir.iterdir()) == ["notice.png"]
+
+
+def test_the_ingest_command_reports_ocr_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], embedder
+) -> None:
+    for name in [k for k in os.environ if k.startswith("RAG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(Services, "embedder", property(lambda services: embedder))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "state"))
+    for name in ("ledger.tiff", "meadow.jpg"):
+        (tmp_path / name).write_bytes((OCR / name).read_bytes())
+
+    status = main(["ledger.tiff", "meadow.jpg"])
+
+    out, err = capsys.readouterr()
+    assert status == 1  # the picture failed
+    assert "+ added      ledger.tiff (2 pages (2 OCR), 2 chunks)" in err
+    assert f"! failed     meadow.jpg: {NO_TEXT}" in err
+    assert out.startswith("2 files: 1 added, 0 replaced, 0 unchanged, 1 failed")
 
 
 def test_page_ranges_in_words() -> None:
