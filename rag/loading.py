@@ -1,8 +1,9 @@
 """Step 1 of ingest: read a file into normalised pages.
 
 ``load_document`` checks the file and hands its bytes to the reader for its suffix
-(``rag.readers``): PDFs page by page so that page numbers survive into citations, slides and
-sheets one page each, text, Markdown, CSV, Word and web pages as one page without a number.
+(``rag.readers``): PDFs page by page so that page numbers survive into citations (scanned
+pages through OCR), slides and sheets one page each, text, Markdown, CSV, Word, web pages and
+images as one page without a number (a multi-page TIFF a page per frame).
 Every way a file can be unreadable raises ``LoadError`` with a message a person can act on.
 
 Legacy binary Office formats (.doc, .xls, .ppt) are not read: they stay unsupported types.
