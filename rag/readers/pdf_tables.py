@@ -75,11 +75,8 @@ def rewrite_tables(plain: str, layout: str) -> str:
     the plain text. A table whose words are not found together in ``plain`` is added after the
     page text rather than risk cutting prose out.
     """
-    for found in find_tables(layout):
-        table = _without_prose(found, plain)
-        rows = table_lines(table) if table else []
-        if len(rows) < MIN_ROWS:
-            continue
+    for table in tables_in(plain, layout):
+        rows = table_lines(table)
         block = "\n".join(rows)
         span = _span(plain, table)
         if span is None:
@@ -89,6 +86,12 @@ def rewrite_tables(plain: str, layout: str) -> str:
             start, end = span
             plain = f"{plain[:start].rstrip()}\n{block}\n{plain[end:].lstrip()}".strip()
     return plain
+
+
+def tables_in(plain: str, layout: str) -> list[list[list[str]]]:
+    """The tables of ``layout`` less any column of running prose found in ``plain``."""
+    tables = [_without_prose(found, plain) for found in find_tables(layout)]
+    return [table for table in tables if table and len(table_lines(table)) >= MIN_ROWS]
 
 
 def _without_prose(table: list[list[str]], plain: str) -> list[list[str]] | None:
