@@ -17,12 +17,14 @@ from app_pages.shared import (
     pick_collection,
     picked_collection,
 )
-from rag.collections import CollectionError, check_name, collection_names, delete_collection
+from rag.collections import CollectionError, check_name, collection_names, delete_collection, find_collection
+from rag.config import Settings
 from rag.records import plural
 from rag.store import StoreError
 
 CONFIRM_KEY = "confirm_delete_collection"
 NOTICE_KEY = "collection_notice"  # said once, on the run after a deletion
+FAILURE_KEY = "collection_failure"  # a deletion that failed, said once
 
 
 def collection_sidebar() -> None:
@@ -62,7 +64,7 @@ def collection_sidebar() -> None:
         _delete_controls(settings, current)
 
 
-def _create_form(settings, names: list[str]) -> None:
+def _create_form(settings: Settings, names: list[str]) -> None:
     with st.popover("New collection", icon=":material/add:", width="stretch"):
         with st.form("new_collection", clear_on_submit=True, border=False):
             raw = st.text_input("Name", placeholder="contracts_2024")
@@ -87,36 +89,46 @@ def _create_form(settings, names: list[str]) -> None:
         st.rerun()
 
 
-def _delete_controls(settings, current: str) -> None:
-    """A delete button that asks first, in the page, saying what will go."""
+def _delete_controls(settings: Settings, current: str) -> None:
+    """A remove button that asks first, in the page, saying what will go. The buttons act in
+    callbacks, before the next run draws the page, so a quick second click never meets a stale
+    page. (The label avoids the word "Delete", which the Documents page's own button answers to.)"""
+    if failure := st.session_state.pop(FAILURE_KEY, None):
+        st.error(escape(failure), icon=":material/error:")
     if st.session_state.get(CONFIRM_KEY) != current:
-        if st.button(f"Delete collection {current}", icon=":material/delete:", width="stretch"):
-            st.session_state[CONFIRM_KEY] = current
-            st.rerun()
-        return
-    store = get_services(current).store()
-    documents, chunks = store.document_count(), store.count()
-    st.warning(
-        f"Delete the collection **{escape(current)}** with its {plural(documents, 'document')} "
-        f"({plural(chunks, 'chunk')}) and their uploaded copies? This cannot be undone.",
-        icon=":material/warning:",
-    )
-    yes, no = st.columns(2)
-    if yes.button("Yes, delete it", type="primary", key="confirm_delete_yes"):
-        st.session_state.pop(CONFIRM_KEY, None)
-        try:
-            deletion = delete_collection(settings, current)
-        except (CollectionError, StoreError) as exc:
-            st.error(escape(str(exc)), icon=":material/error:")
-            return
-        forget_collection(current)
-        st.session_state.pop("last_results", None)
-        pick_collection(configured_collection())
-        st.session_state[NOTICE_KEY] = (
-            f"Deleted collection {deletion.name} ({plural(deletion.documents, 'document')}, "
-            f"{plural(deletion.chunks, 'chunk')})"
+        st.button(
+            f"Remove collection {current}",
+            icon=":material/delete:",
+            width="stretch",
+            on_click=st.session_state.update,
+            args=({CONFIRM_KEY: current},),
         )
-        st.rerun()
-    if no.button("Cancel", key="confirm_delete_no"):
-        st.session_state.pop(CONFIRM_KEY, None)
-        st.rerun()
+        return
+    try:
+        info = find_collection(settings, current)
+        what = (
+            f"with its {plural(info.documents, 'document')} ({plural(info.chunks, 'chunk')}) and their uploaded copies"
+        )
+    except (CollectionError, StoreError):
+        what = "and its uploaded copies"
+    st.warning(f"Delete the collection **{escape(current)}** {what}? This cannot be undone.", icon=":material/warning:")
+    yes, no = st.columns(2)
+    yes.button("Yes, delete it", type="primary", key="confirm_delete_yes", on_click=_delete, args=(settings, current))
+    no.button("Cancel", key="confirm_delete_no", on_click=st.session_state.pop, args=(CONFIRM_KEY, None))
+
+
+def _delete(settings: Settings, name: str) -> None:
+    """The confirmed deletion (a button callback): drop it, forget its services, pick the default."""
+    st.session_state.pop(CONFIRM_KEY, None)
+    try:
+        deletion = delete_collection(settings, name)
+    except (CollectionError, StoreError) as exc:
+        st.session_state[FAILURE_KEY] = f"Could not delete {name}: {exc}"
+        return
+    forget_collection(name)
+    st.session_state.pop("last_results", None)
+    pick_collection(configured_collection())
+    st.session_state[NOTICE_KEY] = (
+        f"Deleted collection {deletion.name} ({plural(deletion.documents, 'document')}, "
+        f"{plural(deletion.chunks, 'chunk')})"
+    )

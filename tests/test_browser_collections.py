@@ -108,7 +108,7 @@ def test_collections_in_a_browser(tmp_path: Path):
         no_errors(page)
 
         # Delete asks first; Cancel keeps the collection.
-        page.get_by_role("button", name="Delete collection contracts").click()
+        page.get_by_role("button", name="Remove collection contracts").click()
         warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="cannot be undone")
         warning.wait_for(timeout=60_000)
         assert "contracts with its 1 document (1 chunk)" in warning.inner_text()
@@ -118,7 +118,7 @@ def test_collections_in_a_browser(tmp_path: Path):
         assert picked(page) == "contracts"
 
         # Confirmed: it is gone with its uploaded copy, and the default collection is picked.
-        page.get_by_role("button", name="Delete collection contracts").click()
+        page.get_by_role("button", name="Remove collection contracts").click()
         page.get_by_role("button", name="Yes, delete it").click()
         address_names(page, "documents")
         wait_until_idle(page)

@@ -288,12 +288,12 @@ def test_app_picker_creates_switches_and_deletes_with_confirmation(app: AppTest)
     assert sorted(at.dataframe[0].value["name"]) == ["terms.txt"]
 
     # Deleting asks first; Cancel keeps it, Delete removes it and its upload and picks the default.
-    at = run(button(at, "Delete collection contracts").click())
+    at = run(button(at, "Remove collection contracts").click())
     [warning] = [w.value for w in at.warning if "cannot be undone" in w.value]
     assert "**contracts** with its 1 document (1 chunk)" in warning
     at = run(button(at, "Cancel").click())
     assert "contracts" in at.selectbox[0].options
-    at = run(button(at, "Delete collection contracts").click())
+    at = run(button(at, "Remove collection contracts").click())
     at = run(button(at, "Yes, delete it").click())
     assert at.selectbox[0].value == "documents" and at.selectbox[0].options == ["documents"]
     assert not (Path("data") / "uploads" / "contracts").exists()
