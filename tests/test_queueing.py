@@ -9,6 +9,7 @@ in-process model from several threads, through the queue and through the app's c
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -291,3 +292,52 @@ def test_the_app_call_queues_real_questions_and_lets_refusals_through(generator,
     for name in ("first", "second"):
         assert texts[name].strip()
         assert not streams[name].answer().refused
+
+
+# The chat page, in a real browser ------------------------------------------------------------
+
+FREEDONIA = "The capital of Freedonia is Zenda. The city has 42 bridges over the river Sylvan.\n"
+# Records every waiting notice the page shows, however briefly, across Streamlit's reruns.
+WATCH_NOTICES = """() => {
+    window.__notices = [];
+    const pattern = /Waiting for the model: [^\\n]*|Writing the answer…/g;
+    new MutationObserver(() => {
+        for (const notice of document.body.innerText.match(pattern) || []) {
+            if (window.__notices[window.__notices.length - 1] !== notice) window.__notices.push(notice);
+        }
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_two_browser_sessions_the_second_sees_its_place(tmp_path: Path) -> None:
+    """Two tabs (two Streamlit sessions) ask at once: one answers at once, the other shows that it waits."""
+    from test_browser import ANSWER_S, chromium_page, no_app_errors, running_app, upload, wait_until_idle
+
+    document = tmp_path / "notes.txt"
+    document.write_text(FREEDONIA)
+    with (
+        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="48") as app,
+        chromium_page(app.url, tmp_path / "failure.png") as first,
+    ):
+        upload(first, document)
+        second = first.context.new_page()
+        pages = [first, second]
+        for page in pages:
+            page.goto("/")
+            page.get_by_role("heading", name="Chat with your documents").wait_for(timeout=60_000)
+            wait_until_idle(page)
+            page.evaluate(WATCH_NOTICES)
+            page.get_by_placeholder("Ask a question about your documents").fill("What is the capital of Freedonia?")
+        for page in pages:  # one after the other, a few milliseconds apart
+            page.get_by_placeholder("Ask a question about your documents").press("Enter")
+        for page in pages:
+            sources = page.locator('[data-testid="stExpander"]').filter(has_text=re.compile(r"Sources \(\d+\)"))
+            sources.wait_for(timeout=ANSWER_S * 1000)
+            wait_until_idle(page, ANSWER_S * 1000)
+            assert page.locator(".rag-answer").inner_text().strip()
+            assert "Waiting for the model" not in page.locator("body").inner_text()  # gone once it answered
+            no_app_errors(page)
+        seen = sorted((page.evaluate("() => window.__notices") for page in pages), key=len)
+        assert seen == [[], ["Waiting for the model: 1 question ahead", "Writing the answer…"]], seen
