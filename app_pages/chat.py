@@ -48,11 +48,16 @@ def open_conversation(conversation_id: str | None) -> None:
 
 
 def load_messages(conversation_id: str) -> list[dict]:
+    """The stored conversation as chat messages; on the collection it was asked in (a rerun picks it)."""
     conversation = chats.get(conversation_id)
     messages: list[dict] = []
     for exchange in conversation.exchanges:
         messages.append({"role": "user", "content": exchange.question})
         messages.append({"role": "assistant", "content": exchange.answer, "answer": exchange.to_answer()})
+    if conversation.collection != settings.collection:  # once: the next run has its messages loaded
+        st.session_state.messages = messages
+        pick_collection(conversation.collection)
+        st.rerun()
     return messages
 
 
@@ -274,8 +279,6 @@ def conversations_sidebar() -> None:
             help=f"{conversation.turns} questions · last {conversation.updated[:16].replace('T', ' ')} UTC{elsewhere}",
         ):
             open_conversation(conversation.id)
-            if conversation.collection != settings.collection:
-                pick_collection(conversation.collection)  # continue it where it was asked
             st.rerun()
         if here and opened is not None:
             conversation_controls(opened)

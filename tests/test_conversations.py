@@ -475,3 +475,27 @@ def test_a_corrupt_or_locked_history_still_answers_in_the_page(app: Harness, no_
     assert any("locked by another program" in w and "not saved" in w for w in warnings), warnings
     assert [m.name for m in app.at.chat_message][-2:] == ["user", "assistant"]
     assert chats.get(conversation.id).turns == 1
+
+
+def test_opening_a_conversation_picks_the_collection_it_was_asked_in(app: Harness, no_generation: list[str]):
+    app.page(CHAT)
+    [name] = [t for t in app.at.sidebar.text_input if t.label == "Name"]
+    name.set_value("papers")
+    [create] = [b for b in app.at.sidebar.button if b.label == "Create collection"]
+    create.click()
+    app.run()
+    [picker] = [s for s in app.at.sidebar.selectbox if s.label == "Collection"]
+    assert picker.value == "papers"
+    chats = ConversationStore(app.data_dir / FILE_NAME)
+    cid = chats.record(None, make_answer(), settings={}, collection="papers")
+    picker.set_value("app_test")
+    app.run()
+
+    app.at.sidebar.button(key=f"open-{cid}").click()
+    app.run()
+    [picker] = [s for s in app.at.sidebar.selectbox if s.label == "Collection"]
+    assert picker.value == "papers", "a conversation continues in the collection it was asked in"
+    assert app.at.query_params["collection"] in ("papers", ["papers"])
+    assert [t for t in turns(app) if t[0] == "user"] == [("user", "What is the module's efficiency?")]
+    passages = shown_text(app.at.chat_message[1].html[-1].value)
+    assert "[1] datasheet.pdf (deleted), page 2" in passages, "its documents are not in the new collection"
