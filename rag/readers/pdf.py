@@ -147,7 +147,7 @@ def read_pdf(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
         if renderer is not None:
             renderer.close()
     if not pages:
-        raise LoadError(_no_text_message(page_total, unread, options.ocr))
+        raise LoadError(_no_text_message(page_total, unread, options.ocr, rendered=renderer is not None))
     log.debug("%d of %d pages hold text, %d by OCR", len(pages), page_total, len(ocr_pages))
     return ReadResult(pages, page_total, tuple(ocr_pages), tuple(unread))
 
@@ -163,11 +163,16 @@ def _renderer(data: bytes) -> PageRenderer | None:
         return None
 
 
-def _no_text_message(page_total: int, unread: list[int], ocr: OcrMode) -> str:
+def _no_text_message(page_total: int, unread: list[int], ocr: OcrMode, *, rendered: bool) -> str:
     if ocr == "off" and unread:
         return (
             f"no text could be extracted from any of its {page_total} pages: {page_ranges(unread, 'page')} "
             f"{'holds' if len(unread) == 1 else 'hold'} ink but no text layer (a scan?); OCR is off "
             "(RAG_OCR=off): set RAG_OCR=auto to read them"
+        )
+    if not rendered:
+        return (
+            f"no text could be extracted from any of its {page_total} pages, and they could not be "
+            "rendered for OCR (the PDF may be damaged)"
         )
     return f"no text could be extracted from any of its {page_total} pages, OCR included: they look blank"
