@@ -77,7 +77,7 @@ def test_collections_in_a_browser(tmp_path: Path):
         # Upload into it on the Documents page, which names the collection.
         go(page, "Documents", "Documents")
         assert picked(page) == "contracts"
-        page.get_by_text("Collection: contracts").wait_for()
+        page.get_by_test_id("stCaptionContainer").get_by_text("Collection: contracts").wait_for()
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(document)
         page.get_by_text(TERMS).first.wait_for()
         page.get_by_role("button", name="Add to library").click()
