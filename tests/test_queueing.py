@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import pytest
+from test_llm_server import llm_server, served_model  # noqa: F401 (the real transformers serve fixtures)
 
 from rag.config import Settings
 from rag.queueing import FairQueue, LeftQueue, Position, answer_in_turn, capacity_for, queue_for
@@ -341,3 +342,56 @@ def test_two_browser_sessions_the_second_sees_its_place(tmp_path: Path) -> None:
             no_app_errors(page)
         seen = sorted((page.evaluate("() => window.__notices") for page in pages), key=len)
         assert seen == [[], ["Waiting for the model: 1 question ahead", "Writing the answer…"]], seen
+
+
+# An LLM server: questions at once, up to the limit ---------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_a_server_answers_questions_at_once_up_to_the_limit(llm_server) -> None:  # noqa: F811
+    """RAG_LLM_MAX_CONCURRENCY=2 against a real ``transformers serve``: two answer at once, a third waits its turn."""
+    from rag.openai_generator import OpenAIGenerator
+
+    settings = Settings(llm_base_url=llm_server.url, llm_max_concurrency=2, llm_tokenizer=llm_server.model)
+    generator = OpenAIGenerator(settings)
+    generator.load()
+    queue = queue_for(generator, settings)
+    assert queue.capacity == 2
+    heard: dict[str, list[Position]] = {}
+    texts: dict[str, str] = {}
+    streamed = {name: threading.Event() for name in "abc"}
+    release = {name: threading.Event() for name in "abc"}
+
+    def held(name: str):
+        """The real answer, then the turn is kept until the test lets it go (so the order is exact)."""
+        texts[name] = ""
+        for piece in generator.stream(QUESTION, max_new_tokens=12):
+            texts[name] += piece
+            yield piece
+        streamed[name].set()
+        release[name].wait(WAIT_S * 4)
+
+    def ask(name: str) -> None:
+        heard[name] = []
+        for _ in queue.iterate(held(name), name, on_wait=heard[name].append):
+            pass
+
+    threads = {name: threading.Thread(target=ask, args=(name,), daemon=True) for name in "abc"}
+    for name in "abc":
+        threads[name].start()
+        wait_until(lambda n=name: n in heard, f"{name} to ask")
+        wait_until(lambda: len(queue.waiting()) + queue.answering == len(heard), f"{name} to queue")
+    wait_until(lambda: streamed["a"].is_set() and streamed["b"].is_set(), "a and b to be answered together", 240)
+    assert queue.answering == 2 and queue.waiting() == ["c"]  # two at the server at once, the third waits
+    wait_until(lambda: bool(heard["c"]), "c to hear its place")
+    assert heard["c"][-1] == Position(2, 2) and not streamed["c"].is_set()
+    assert heard["a"] == heard["b"] == []  # they never waited
+    release["a"].set()
+    wait_until(lambda: streamed["c"].is_set(), "c's answer", 240)
+    release["b"].set()
+    release["c"].set()
+    for thread in threads.values():
+        thread.join(WAIT_S)
+    assert heard["c"][-1].turn and all(texts[name].strip() for name in "abc"), texts
+    assert queue.answering == 0
