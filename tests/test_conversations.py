@@ -331,6 +331,7 @@ def test_a_corrupt_or_locked_history_still_answers_and_says_it_was_not_saved(com
     assert [(c["id"], c["turns"]) for c in json.loads(out)] == [(cid, 1)], "nothing stored while it was locked"
 
 
+@pytest.mark.slow
 def test_chats_as_a_real_command(tmp_path: Path):
     """``python -m rag chats`` in its own process: no models load, the listing is JSON on stdout."""
     chats = ConversationStore(tmp_path / "state" / FILE_NAME)
