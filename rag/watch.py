@@ -96,6 +96,7 @@ class FolderWatcher:
         self.folder = folder.resolve()
         self.settle_s = settle_s
         self.on_change = on_change
+        self.state_dir = ingestor.settings.data_dir.resolve()  # the app's own files: uploads, Milvus Lite
         self._pending: dict[Path, tuple[float, Stat]] = {}  # path -> (when to look, stat seen last)
         self._lock = threading.Lock()
 
@@ -118,6 +119,10 @@ class FolderWatcher:
                 found[path] = document.source
         return found
 
+    def _wanted(self, path: Path) -> bool:
+        """A supported, visible file outside the data folder (whose uploads are documents already)."""
+        return _watched(path) and not path.resolve().is_relative_to(self.state_dir)
+
     # Catch-up -----------------------------------------------------------------------------
 
     def catch_up(self, stop: threading.Event | None = None) -> ChangeCounts:
@@ -126,7 +131,7 @@ class FolderWatcher:
         between files; the next catch-up finishes the job."""
         counts = ChangeCounts()
         files, _ = collect_files([self.folder])
-        for path in files:
+        for path in filter(self._wanted, files):
             if stop is not None and stop.is_set():
                 return counts
             result = self.ingestor.ingest_file(path)
@@ -143,7 +148,7 @@ class FolderWatcher:
 
     def touch(self, path: Path) -> None:
         """Look at ``path`` once it has been quiet for ``settle_s`` (any event restarts the wait)."""
-        if not _watched(path):
+        if not self._wanted(path):
             return
         with self._lock:
             self._pending[path] = (time.monotonic() + self.settle_s, _stat(path))

@@ -209,3 +209,26 @@ def test_watch_adds_replaces_removes_stops_and_catches_up(tmp_path: Path, embedd
     finally:
         watcher.kill()
         server.stop()
+
+
+def test_catch_up_in_the_working_folder_leaves_uploaded_documents_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings, ingestor
+) -> None:
+    """Watching the working folder: an uploaded document is stored under its plain name, as a file
+    in that folder would be, yet it is no file of the folder and the catch-up must not remove it;
+    nor is its kept copy in the data folder (inside the watched one here) ingested a second time."""
+    from rag.pipeline import Deletion
+    from rag.watch import FolderWatcher
+
+    monkeypatch.chdir(tmp_path)
+    assert ingestor.ingest_upload("uploaded.txt", FIRST_HALF.encode()).outcome.value == "added"
+    (tmp_path / "here.txt").write_text(SECOND_HALF)
+    (tmp_path / "gone.txt").write_text("A file that is deleted while nobody watches. " * 5)
+    assert ingestor.ingest_file(tmp_path / "gone.txt").outcome.value == "added"
+    (tmp_path / "gone.txt").unlink()
+    seen = []
+    counts = FolderWatcher(ingestor, tmp_path, on_change=seen.append).catch_up()
+    assert counts.counts == {"added": 1, "removed": 1}
+    assert [(type(c).__name__, c.source) for c in seen] == [("FileResult", "here.txt"), ("Deletion", "gone.txt")]
+    assert isinstance(seen[1], Deletion)
+    assert sorted(d.source for d in ingestor.store.list_documents()) == ["here.txt", "uploaded.txt"]
