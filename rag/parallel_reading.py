@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -107,6 +108,8 @@ def _open(path: str, content_hash: str) -> tuple[PdfReader, PageRenderer | None]
             log.warning("cannot render the PDF's pages, reading its text layer only: %s", exc)
             renderer = None
         _opened = ((path, content_hash), reader, renderer)
+        if renderer is not None:  # closed when the worker exits, as read_pdf closes its own
+            multiprocessing.util.Finalize(renderer, renderer.close, exitpriority=10)
     return _opened[1], _opened[2]
 
 
