@@ -19,9 +19,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_contract import free_port
@@ -331,6 +333,38 @@ def test_a_grounded_cited_answer_through_the_server(settings: Settings, library:
     assert cited and all(s.title == "freedonia.md" for s in cited), answer.text
     assert any(s.supported and "Zenda" in s.text for s in answer.sentences)
     assert answer.key_sentence is not None and "Zenda" in answer.key_sentence.text
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_eight_questions_at_once_all_answer(settings: Settings, library: Retriever, llm_server: Served) -> None:
+    """Eight users asking together: every answer completes, grounded and cited (the client is shared by threads).
+
+    transformers serve without --continuous-batching answers one request at a time, so the
+    answers need not overlap; benchmarks/concurrent_questions.py measures both ways."""
+    configured = settings.model_copy(
+        update={"llm_base_url": llm_server.url, "llm_model": llm_server.model, "max_new_tokens": 32}
+    )
+    generator = Services(configured).generator
+    generator.load()
+    pipeline = AnswerPipeline(configured, library, generator)
+
+    def ask(_: int) -> tuple[float, float, Any]:
+        stream = pipeline.stream("What is the capital of Freedonia?")
+        first = last = 0.0
+        for _piece in stream:
+            last = time.monotonic()
+            first = first or last
+        return first, last, stream.answer()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(ask, range(8)))
+
+    for first, last, answer in results:
+        assert not answer.refused and answer.text.strip()
+        assert first and last >= first
+        assert {s.title for s in answer.sources if s.cited} <= {"freedonia.md"}, answer.text
+    assert sum("Zenda" in answer.text for *_, answer in results) >= 6
 
 
 @pytest.mark.server
