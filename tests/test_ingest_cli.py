@@ -128,7 +128,16 @@ def test_the_command_end_to_end(tmp_path: Path, make_pdf, embedder) -> None:
         ("notes/one.md", "added", None),
         ("notes/two.md", "added", None),
     ]
-    assert set(report["files"][0]) == {"path", "source", "outcome", "chunks", "pages", "error"}
+    assert set(report["files"][0]) == {
+        "path",
+        "source",
+        "outcome",
+        "chunks",
+        "pages",
+        "error",
+        "ocr_pages",
+        "unread_pages",
+    }
     assert report["chunks_written"] == sum(f["chunks"] for f in report["files"])
     settings = Settings(data_dir=root / "state", collection=COLLECTION)
     store = DocumentStore(settings, embedder).open()  # the commands have exited: the file is free
