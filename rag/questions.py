@@ -15,7 +15,7 @@ from rag.facts import extract_facts
 
 _HOW = r"how\s+(?:many|much|long|old|far|big|large|high|low|often|fast|heavy|tall|wide|deep|soon)"
 _WHAT_FIGURE = (
-    r"(?:what|which)\s+(?:percentage|proportion|share|fraction|number|amount|year|date|day|month|time|age"
+    r"(?:what|which)\s+(?:[\w-]+\s+){0,2}?(?:percentage|proportion|share|fraction|number|amount|year|date|day|month|time|age"
     r"|size|value|figure|version|temperature|speed|price|cost|dose|score)"
 )
 _WHEN = r"when\s+(?:did|was|were|is|are|will|does|do|has|had)|in\s+(?:what|which)\s+year|since\s+when"

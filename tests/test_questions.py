@@ -20,6 +20,8 @@ from rag.questions import asks_for_figure, missing_figure_warning
         "In which year did the war end?",
         "What percentage of cases recovered?",
         "What batch size is the model trained with?",
+        "Which earlier version of the manual does it supersede?",
+        "What total amount was paid?",
     ],
 )
 def test_questions_that_ask_for_a_figure(question: str) -> None:
