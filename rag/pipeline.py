@@ -28,7 +28,7 @@ from rag.parallel_reading import PdfReaderPool, pdf_page_total
 from rag.readers.base import ReadOptions
 from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
 from rag.store import DocumentStore
-from rag.uploads import UploadError, remove_upload, stage_upload
+from rag.uploads import StagedUpload, UploadError, remove_upload, stage_upload
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,11 @@ class Ingestor:
             )
         except UploadError as exc:
             return FileResult(Path(name), name, Outcome.FAILED, error=str(exc))
+        return self.ingest_staged(staged, progress=progress)
+
+    def ingest_staged(self, staged: StagedUpload, *, progress: Progress | None = None) -> FileResult:
+        """Ingest an upload already staged (``rag.upload_jobs`` stages it in the page, ingests it later):
+        the staging file is committed once it ingested, and removed otherwise."""
         try:
             result = self.ingest_file(staged.staging, source=staged.name, progress=progress)
         except BaseException:

@@ -10,6 +10,7 @@ from pathlib import Path
 from rag.loading import SUPPORTED_SUFFIXES
 
 _UNSAFE = re.compile(r"[^\w.\- ()]+")
+_STAGING = re.compile(r"^\..+\.part\.[^.]+$")  # ".NAME.part.pdf", from staging_path
 
 
 class UploadError(ValueError):
@@ -50,6 +51,25 @@ class StagedUpload:
         self.staging.unlink(missing_ok=True)
 
 
+def staging_path(target: Path) -> Path:
+    """Where an upload of ``target`` is written until it ingested: a hidden ``.NAME.part.EXT`` beside it."""
+    return target.with_name(f".{target.stem}.part{target.suffix}")
+
+
+def clean_staging(uploads_root: Path) -> list[Path]:
+    """Remove staging files an earlier run left behind (it stopped mid-ingest); returns what it removed.
+
+    Only call this before any upload of this process is staged: a live one would be removed too."""
+    if not uploads_root.is_dir():
+        return []
+    removed = []
+    for path in sorted(uploads_root.rglob(".*.part.*")):
+        if path.is_file() and _STAGING.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def stage_upload(name: str, data: bytes, uploads_dir: Path, *, max_bytes: int) -> StagedUpload:
     """Check one uploaded file and write it to a staging file inside ``uploads_dir``."""
     filename = safe_filename(name)
@@ -62,7 +82,7 @@ def stage_upload(name: str, data: bytes, uploads_dir: Path, *, max_bytes: int) -
     target = (uploads_dir / filename).resolve()
     if not target.is_relative_to(uploads_dir.resolve()):
         raise UploadError("the file name points outside the upload folder")
-    staging = target.with_name(f".{target.stem}.part{target.suffix}")
+    staging = staging_path(target)
     staging.write_bytes(data)
     return StagedUpload(filename, staging, target)
 

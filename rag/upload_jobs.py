@@ -1,0 +1,202 @@
+"""Uploads as background jobs, so that they outlive the page run that received them.
+
+Streamlit stops a page's script run when the user leaves the page; an ingest inside that run
+was cut off halfway (a staging file left behind, the other files never read). Here the page
+only stages each file (``rag.uploads``) and queues a job; one worker thread per process
+ingests the jobs in order through ``Ingestor.ingest_staged``, which commits or removes the
+staging file. Any page can then show the jobs' states.
+
+A staging file outlives its job only when the process itself stops mid-ingest; the next start
+(``UploadJobs.start``) removes those and says so (``cleanup_notice`` and a log line).
+
+    >>> jobs = UploadJobs.start(settings.data_dir / "uploads")
+    >>> job = jobs.submit(services, "report.pdf", data)
+    >>> jobs.wait_idle(); print(job.describe())
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rag.pipeline import Progress
+from rag.records import FileResult, Outcome, plural
+from rag.uploads import StagedUpload, UploadError, clean_staging, safe_filename, stage_upload, staging_path
+
+if TYPE_CHECKING:
+    from rag.services import Services
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    READING = "reading"
+    EMBEDDING = "embedding"
+    DONE = "done"
+    FAILED = "failed"
+
+
+ACTIVE = frozenset({JobState.QUEUED, JobState.READING, JobState.EMBEDDING})
+
+
+@dataclass
+class UploadJob:
+    """One uploaded file on its way into a collection; the worker thread updates it in place."""
+
+    name: str
+    collection: str
+    state: JobState = JobState.QUEUED
+    pages: tuple[int, int] = (0, 0)  # read, of total
+    chunks: tuple[int, int] = (0, 0)  # embedded, of total
+    result: FileResult | None = None
+    error: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    submitted_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    staged: StagedUpload | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def describe(self) -> str:
+        """The state in words: "reading page 3 of 10", "added (2 pages, 9 chunks)", "failed — reason"."""
+        if self.state is JobState.READING and self.pages[1]:
+            return f"reading page {self.pages[0]} of {self.pages[1]}"
+        if self.state is JobState.EMBEDDING and self.chunks[1]:
+            return f"embedding {self.chunks[0]}/{self.chunks[1]} chunks"
+        if self.state is JobState.DONE and self.result is not None:
+            return f"{self.result.outcome.value} ({self.result.size_text()})"
+        if self.state is JobState.FAILED:
+            return f"failed — {self.error or 'unknown error'}"
+        return self.state.value
+
+
+class UploadJobs:
+    """A FIFO queue of upload jobs and the one thread that ingests them (one per app process)."""
+
+    def __init__(self, cleaned: list[Path] | None = None) -> None:
+        self.cleaned = cleaned or []
+        self._jobs: list[UploadJob] = []
+        self._queue: queue.Queue[tuple[UploadJob, Services] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread = threading.Thread(target=self._work, name="upload-jobs", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, uploads_root: Path) -> UploadJobs:
+        """Clean up what an earlier run left half-done under ``uploads_root``, then start the worker."""
+        cleaned = clean_staging(uploads_root)
+        if cleaned:
+            log.warning(
+                "removed %s an earlier run left unfinished: %s",
+                plural(len(cleaned), "staged upload"),
+                ", ".join(str(p.relative_to(uploads_root)) for p in cleaned),
+            )
+        return cls(cleaned)
+
+    def cleanup_notice(self) -> str | None:
+        """What the start cleaned up, for the Documents page; None when there was nothing."""
+        if not self.cleaned:
+            return None
+        names = ", ".join(_original_name(p) for p in self.cleaned)
+        return (
+            f"The app stopped last time before it finished adding {plural(len(self.cleaned), 'upload')} "
+            f"({names}); their unfinished copies were removed, and the library keeps its earlier versions. "
+            "Upload them again to add them."
+        )
+
+    # Submitting and watching -------------------------------------------------------------------
+
+    def submit(self, services: Services, name: str, data: bytes) -> UploadJob:
+        """Stage one upload and queue it; returns at once. A file that cannot be accepted (bad name or
+        type, too big, the same name still being added) is a failed job with the reason."""
+        settings = services.settings
+        job = UploadJob(name, settings.collection)
+        with self._lock:
+            self._jobs.append(job)
+            try:
+                target = (settings.uploads_dir / safe_filename(name)).resolve()
+                busy = {j.staged.staging for j in self._jobs if j.active and j.staged is not None}
+                if staging_path(target) in busy:
+                    raise UploadError(f"a file named {target.name} is still being added; add it again once it is done")
+                job.staged = stage_upload(name, data, settings.uploads_dir, max_bytes=settings.max_file_mb * 1_000_000)
+            except UploadError as exc:
+                job.state, job.error = JobState.FAILED, str(exc)
+                return job
+            except OSError as exc:
+                job.state, job.error = JobState.FAILED, f"cannot save the upload: {exc.strerror or exc}"
+                return job
+            self._queue.put((job, services))
+        return job
+
+    def jobs(self, collection: str | None = None) -> list[UploadJob]:
+        """Every job of this process (of one collection, if given), oldest first."""
+        with self._lock:
+            return [j for j in self._jobs if collection is None or j.collection == collection]
+
+    def active(self, collection: str | None = None) -> int:
+        """How many jobs are queued or being ingested."""
+        return sum(j.active for j in self.jobs(collection))
+
+    def forget_finished(self, collection: str | None = None) -> None:
+        """Drop finished jobs from the list (the page clears old outcomes after a delete)."""
+        with self._lock:
+            self._jobs = [j for j in self._jobs if j.active or (collection is not None and j.collection != collection)]
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no job is queued or running; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(j.active for j in self._jobs), timeout)
+
+    def close(self) -> None:
+        """Stop the worker after the jobs already queued."""
+        self._queue.put(None)
+
+    # The worker thread --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            job, services = item
+            self._run(job, services)
+            with self._idle:
+                self._idle.notify_all()
+
+    def _run(self, job: UploadJob, services: Services) -> None:
+        assert job.staged is not None
+        self._set(job, state=JobState.READING)
+        progress = Progress(on_pages=lambda done, total: self._set(job, pages=(done, total)))
+        progress.on_chunks = lambda done, total: self._set(job, state=JobState.EMBEDDING, chunks=(done, total))
+        try:
+            result = services.ingestor().ingest_staged(job.staged, progress=progress)
+        except Exception as exc:  # the store went away, say: this job fails, the next still runs
+            log.exception("upload job %s (%s) failed", job.id, job.name)
+            job.staged.discard()
+            self._set(job, state=JobState.FAILED, error=str(exc) or type(exc).__name__, finished_at=time.time())
+            return
+        if result.outcome is Outcome.FAILED:
+            self._set(job, result=result, state=JobState.FAILED, error=result.error, finished_at=time.time())
+        else:
+            self._set(job, result=result, state=JobState.DONE, finished_at=time.time())
+        log.info("upload %s into %s: %s", job.name, job.collection, job.describe())
+
+    def _set(self, job: UploadJob, **changes: object) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(job, name, value)
+
+
+def _original_name(staging: Path) -> str:
+    """``.report.part.pdf`` -> ``report.pdf``."""
+    stem, _, suffix = staging.name[1:].rpartition(".part.")
+    return f"{stem}.{suffix}"

@@ -1,0 +1,144 @@
+"""Background upload jobs (``rag.upload_jobs``) on a real Milvus Lite store with the bundled embedder.
+
+The jobs ingest real files: PDFs from tests/data/pdfs and small text files written here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.services import Services
+from rag.upload_jobs import JobState, UploadJob, UploadJobs
+
+WAIT_S = 300
+
+
+@pytest.fixture()
+def services(settings: Settings, embedder):
+    """The test collection's services, sharing the session's loaded embedder."""
+    made = Services(settings)
+    made.__dict__["embedder"] = embedder
+    made.store()
+    yield made
+    made._store.close()
+
+
+@pytest.fixture()
+def jobs(settings: Settings):
+    started = UploadJobs.start(settings.data_dir / "uploads")
+    yield started
+    started.close()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_jobs_complete_in_order_with_their_outcomes(
+    services: Services, jobs: UploadJobs, pdfs: Path, make_pdf, tmp_path: Path
+):
+    uploads = services.settings.uploads_dir
+    three_pages = make_pdf(tmp_path / "three.pdf", ["Milvus stores vectors.", "Page two.", "Page three."])
+    submitted = [
+        jobs.submit(services, "multi-column-2p.pdf", (pdfs / "multi-column-2p.pdf").read_bytes()),
+        jobs.submit(services, "notes.md", b"# Notes\n\nMilvus Lite keeps the vectors in one local folder.\n"),
+        jobs.submit(services, "three.pdf", three_pages.read_bytes()),
+    ]
+    assert all(job.state is JobState.QUEUED or job.active for job in submitted), "submit returns before ingest"
+    assert jobs.active(services.settings.collection) >= 1
+    assert jobs.wait_idle(WAIT_S)
+
+    assert [j.state for j in submitted] == [JobState.DONE] * 3, [j.describe() for j in submitted]
+    assert [j.collection for j in submitted] == [services.settings.collection] * 3
+    finished = [j.finished_at for j in submitted]
+    assert finished == sorted(finished), "the jobs finish in the order they were submitted"
+    assert submitted[0].describe().startswith("added (2 pages, ")
+    assert submitted[1].describe() == "added (1 page, 1 chunk)"
+    assert submitted[2].describe().startswith("added (3 pages, ")
+    assert submitted[0].pages == (2, 2) and submitted[2].pages == (3, 3), "pages read are reported"
+    assert submitted[0].chunks[0] == submitted[0].chunks[1] > 0, "chunks embedded are reported"
+    assert jobs.active() == 0
+    names = ["multi-column-2p.pdf", "notes.md", "three.pdf"]
+    assert sorted(d.source for d in services.store().list_documents()) == names
+    assert files_in(uploads) == names, "committed, no staging files"
+
+    again = jobs.submit(services, "notes.md", b"# Notes\n\nMilvus Lite keeps the vectors in one local folder.\n")
+    assert jobs.wait_idle(WAIT_S)
+    assert again.describe() == "unchanged (1 page, 1 chunk)"
+
+
+def test_a_failing_file_fails_with_its_reason_and_the_next_still_runs(services: Services, jobs: UploadJobs):
+    uploads = services.settings.uploads_dir
+    broken = jobs.submit(services, "broken.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog")
+    good = jobs.submit(services, "good.txt", b"Dense retrieval needs a vector store.")
+    assert jobs.wait_idle(WAIT_S)
+
+    assert broken.state is JobState.FAILED
+    assert broken.error is not None and "the PDF is corrupt or truncated" in broken.error
+    assert broken.describe().startswith("failed — the PDF is corrupt or truncated")
+    assert good.state is JobState.DONE, good.describe()
+    assert [d.source for d in services.store().list_documents()] == ["good.txt"]
+    assert files_in(uploads) == ["good.txt"], "the failed upload's staging file is removed"
+
+
+def test_refused_uploads_fail_at_once_and_stage_nothing(services: Services, jobs: UploadJobs, monkeypatch):
+    monkeypatch.setattr(services.settings, "max_file_mb", 1)
+    wrong_type = jobs.submit(services, "program.exe", b"MZ")
+    too_big = jobs.submit(services, "big.txt", b"x" * 1_100_000)
+    first = jobs.submit(services, "same.txt", b"The first version of the file.")
+    second = jobs.submit(services, "same.txt", b"A second version, sent while the first is queued.")
+
+    assert wrong_type.state is JobState.FAILED and wrong_type.error == "unsupported file type '.exe'"
+    assert too_big.state is JobState.FAILED and "over the 1 MB limit" in (too_big.error or "")
+    assert second.state is JobState.FAILED and "still being added" in (second.error or "")
+    assert jobs.wait_idle(WAIT_S)
+    assert first.state is JobState.DONE, first.describe()
+    assert files_in(services.settings.uploads_dir) == ["same.txt"]
+    assert (services.settings.uploads_dir / "same.txt").read_bytes() == b"The first version of the file."
+
+    assert len(jobs.jobs(services.settings.collection)) == 4
+    jobs.forget_finished(services.settings.collection)
+    assert jobs.jobs() == []
+
+
+def test_leftover_staging_files_are_removed_at_start_and_reported(tmp_path: Path, caplog):
+    root = tmp_path / "uploads"
+    (root / "other").mkdir(parents=True)
+    (root / ".report.part.pdf").write_bytes(b"%PDF-1.4 half")
+    (root / "other" / ".notes.part.md").write_text("half")
+    kept = [root / "report.pdf", root / ".hidden.md", root / "other" / "a.part.txt"]
+    for path in kept:
+        path.write_text("kept")
+
+    with caplog.at_level(logging.WARNING, logger="rag.upload_jobs"):
+        jobs = UploadJobs.start(root)
+    try:
+        assert sorted(p.name for p in jobs.cleaned) == [".notes.part.md", ".report.part.pdf"]
+        assert not (root / ".report.part.pdf").exists() and not (root / "other" / ".notes.part.md").exists()
+        assert all(path.exists() for path in kept), "only staging files are removed"
+        notice = jobs.cleanup_notice()
+        assert notice is not None and "2 uploads" in notice and "report.pdf" in notice and "notes.md" in notice
+        assert "removed 2 staged uploads" in caplog.text and "other/.notes.part.md" in caplog.text
+    finally:
+        jobs.close()
+
+    again = UploadJobs.start(root)
+    try:
+        assert again.cleaned == [] and again.cleanup_notice() is None
+    finally:
+        again.close()
+
+
+def test_job_states_in_words():
+    job = UploadJob("a.pdf", "docs")
+    assert job.describe() == "queued" and job.active
+    job.state, job.pages = JobState.READING, (3, 10)
+    assert job.describe() == "reading page 3 of 10"
+    job.state, job.chunks = JobState.EMBEDDING, (5, 20)
+    assert job.describe() == "embedding 5/20 chunks"
+    job.state, job.error = JobState.FAILED, "the PDF is corrupt"
+    assert job.describe() == "failed — the PDF is corrupt" and not job.active
