@@ -13,7 +13,7 @@ import re
 import streamlit as st
 
 from app_pages.render import answer_html, key_sentence_html, plain_html, sources_html
-from app_pages.shared import escape, get_generator, open_store, pick_collection
+from app_pages.shared import adding_notice, escape, get_generator, open_store, pick_collection
 from rag.answering import Answer
 from rag.conversations import (
     Conversation,
@@ -110,6 +110,7 @@ with st.sidebar:
         st.caption(notice)
 
 st.title("Chat with your documents")
+adding_notice()  # uploads still being ingested in the background
 
 if not documents:
     st.info("No documents yet. Add some on the Documents page, or run `python -m ingest PATH` in a terminal.")

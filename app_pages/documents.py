@@ -1,4 +1,8 @@
-"""Documents page: upload files, see each file's outcome, browse and delete stored documents."""
+"""Documents page: upload files, see each file's outcome, browse and delete stored documents.
+
+Uploads are queued as background jobs (``rag.upload_jobs``), so leaving the page never cuts one off;
+coming back shows every job's state, refreshed each second while any is running.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.shared import escape, open_store
+from app_pages.shared import escape, open_store, upload_jobs
 from rag.loading import SUPPORTED_SUFFIXES
-from rag.pipeline import Progress, delete_document
-from rag.records import FileResult, Outcome, plural
+from rag.pipeline import delete_document
+from rag.records import Outcome, plural
+from rag.upload_jobs import JobState, UploadJob
 
 OUTCOME_STYLE = {
     Outcome.ADDED: (st.success, ":material/add_circle:"),
@@ -26,35 +31,35 @@ services, store = opened
 settings = services.settings
 
 st.title("Documents")
-st.caption(f"Collection: **{escape(store.name)}**")
+st.caption(f"Collection: **{escape(settings.collection)}**")
 
 
-def show_result(result: FileResult) -> None:
-    show, icon = OUTCOME_STYLE[result.outcome]
-    name = escape(Path(result.source).name)
-    if result.outcome is Outcome.FAILED:
-        show(f"**{name}**: failed — {escape(result.error or 'unknown error')}", icon=icon)
+jobs = upload_jobs()
+if notice := jobs.cleanup_notice():
+    st.warning(notice, icon=":material/restore:")
+
+
+def show_job(job: UploadJob) -> None:
+    """A finished job as its outcome message; a running one as a progress bar with its state."""
+    name = escape(Path(job.result.source if job.result else job.name).name)
+    if job.state is JobState.FAILED:
+        st.error(f"**{name}**: failed — {escape(job.error or 'unknown error')}", icon=":material/error:")
+    elif job.state is JobState.DONE and job.result is not None:
+        show, icon = OUTCOME_STYLE[job.result.outcome]
+        show(f"**{name}**: {job.result.outcome.value} ({job.result.size_text()})", icon=icon)
     else:
-        show(
-            f"**{name}**: {result.outcome.value} ({result.size_text()})",
-            icon=icon,
-        )
+        done, total = job.chunks if job.state is JobState.EMBEDDING else job.pages
+        st.progress(done / total if total else 0.0, text=f"{name}: {escape(job.describe())}")
 
 
-def ingest_uploads(files: list) -> list[FileResult]:
-    """Ingest each upload (the library keeps it in the data folder), with a progress bar per file."""
-    results = []
-    ingestor = services.ingestor()
-    for upload in files:
-        bar = st.progress(0.0, text=f"{upload.name}: reading")
-        progress = Progress(
-            on_chunks=lambda done, total, bar=bar, name=upload.name: bar.progress(
-                done / max(total, 1), text=f"{name}: embedding {done}/{total} chunks"
-            )
-        )
-        results.append(ingestor.ingest_upload(upload.name, upload.getvalue(), progress=progress))
-        bar.empty()  # the outcome message below says how it went
-    return results
+@st.fragment(run_every=1.0)
+def live_jobs() -> None:
+    """Every second while uploads are ingested in the background; one full run once all are done."""
+    current = jobs.jobs(settings.collection)
+    for job in current:
+        show_job(job)
+    if not any(job.active for job in current):
+        st.rerun()  # the library table below shows the new documents, and this timer stops
 
 
 with st.form("upload", clear_on_submit=True):
@@ -62,13 +67,21 @@ with st.form("upload", clear_on_submit=True):
         "Add documents",
         type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         accept_multiple_files=True,
-        help=f"Up to {settings.max_file_mb} MB each. A file with the name of a stored one replaces it.",
+        help=f"Up to {settings.max_file_mb} MB each. A file with the name of a stored one replaces it. "
+        "Files are added in the background: you may leave this page meanwhile.",
     )
     submitted = st.form_submit_button("Add to library", icon=":material/upload:", type="primary")
 if submitted and files:
-    st.session_state.last_results = ingest_uploads(files)
-for result in st.session_state.get("last_results", []):
-    show_result(result)
+    for upload in files:
+        jobs.submit(services, upload.name, upload.getvalue())
+if jobs.active(settings.collection):
+    live_jobs()
+else:
+    for job in jobs.jobs(settings.collection):
+        show_job(job)
+    if jobs.jobs(settings.collection) and st.button("Clear messages", icon=":material/clear_all:"):
+        jobs.forget_finished(settings.collection)
+        st.rerun()
 
 documents = store.list_documents()
 left, middle, right = st.columns(3)
@@ -96,7 +109,7 @@ if documents:
         doomed = st.multiselect("Delete documents", [d.source for d in documents])
         if st.form_submit_button("Delete", icon=":material/delete:") and doomed:
             removed = sum(delete_document(settings, store, source).chunks for source in doomed)
-            st.session_state.last_results = []
+            jobs.forget_finished(settings.collection)
             st.toast(f"Deleted {plural(len(doomed), 'document')} ({plural(removed, 'chunk')})")
             st.rerun()
 else:

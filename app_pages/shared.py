@@ -13,6 +13,7 @@ from rag.local_server import LocalServer, running_endpoint
 from rag.logs import quiet_libraries
 from rag.services import Services
 from rag.store import DocumentStore, StoreError, check_connection
+from rag.upload_jobs import UploadJobs
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 # Streamlit's markdown turns "www.x", "http://x" and "a@b.c" into links whatever the escaping;
@@ -104,6 +105,23 @@ def get_generator(_services: Services):
     services = _services
     services.generator.load()
     return services.generator
+
+
+@st.cache_resource(show_spinner=False)
+def upload_jobs() -> UploadJobs:
+    """The process's upload queue and worker: uploads outlive the page run (and the page) that sent them.
+    Made on the first page of a start, which first removes what an earlier run left half-done."""
+    return UploadJobs.start(app_settings().data_dir / "uploads")
+
+
+def adding_notice() -> None:
+    """A line saying that uploads to the picked collection are still being ingested (none when idle)."""
+    active = upload_jobs().active(picked_collection())
+    if active:
+        st.info(
+            f"Documents are still being added ({active} in progress): see the Documents page.",
+            icon=":material/hourglass_top:",
+        )
 
 
 def open_store() -> tuple[Services, DocumentStore] | None:

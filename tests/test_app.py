@@ -47,6 +47,15 @@ class Harness:
         self.at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
         [add] = [b for b in self.at.button if b.label == "Add to library"]
         add.click()
+        self.run()
+        return self.finish_uploads()
+
+    def finish_uploads(self) -> AppTest:
+        """Wait for the background upload jobs (``rag.upload_jobs``), then run the page again to show them
+        (in a browser the page's fragment refreshes itself; AppTest runs no timers)."""
+        from app_pages.shared import upload_jobs
+
+        assert upload_jobs().wait_idle(600), "the upload jobs did not finish"
         return self.run()
 
     def ask(self, question: str) -> AppTest:
