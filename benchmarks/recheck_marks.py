@@ -18,12 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.factual_qa import PDFS, load_dev_set
+from benchmarks.factual_qa import DEV_SET, PDFS, ROOT, holds, load_dev_set
 from benchmarks.report import write_keeping_notes
 from rag.answering import fit_sources
 from rag.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "benchmarks" / "results" / "factual_qa.json"
 RESULTS = ROOT / "benchmarks" / "results" / "recheck_marks.md"
 
@@ -32,7 +31,8 @@ def recheck(recorded: dict[str, Any], pdfs: Path, configs: list[str]) -> dict[st
     """Each recorded answer's marks, then and now."""
     from rag.services import Services
 
-    dev = {q["question"]: q for q in load_dev_set()}
+    question_set = ROOT / recorded.get("question_set", DEV_SET.relative_to(ROOT))
+    dev = {q["question"]: q for q in load_dev_set(question_set)}
     with tempfile.TemporaryDirectory(prefix="recheck-") as tmp:
         settings = Settings(data_dir=Path(tmp), collection="recheck", max_new_tokens=recorded["max_new_tokens"])
         services = Services(settings)
@@ -50,6 +50,7 @@ def recheck(recorded: dict[str, Any], pdfs: Path, configs: list[str]) -> dict[st
                 sources, _ = fit_sources(row["question"], stream.sources, generator, settings.max_new_tokens)
                 answer = pipeline.check(row["answer"], sources, row["question"], row["question"])
                 reasons = [s.reason for s in answer.sentences if not s.supported]
+                accepted = dev.get(row["question"], {}).get("answers", [row["expected"]])
                 rows.append(
                     {
                         "question": row["question"],
@@ -58,6 +59,8 @@ def recheck(recorded: dict[str, Any], pdfs: Path, configs: list[str]) -> dict[st
                         "marked_then": row["marked_unsupported"],
                         "marked_now": bool(reasons),
                         "warned_now": bool(answer.warnings),
+                        "key_correct_then": row["key_correct"],
+                        "key_correct_now": bool(answer.key_sentence and holds(answer.key_sentence.text, accepted)),
                         "reasons_now": reasons,
                         "answer": row["answer"],
                     }
@@ -85,6 +88,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "right_marked_now": share(right, "marked_now"),
         "wrong_marked_or_warned_now": share([r | {"x": r["marked_now"] or r["warned_now"]} for r in wrong], "x"),
         "right_marked_or_warned_now": share([r | {"x": r["marked_now"] or r["warned_now"]} for r in right], "x"),
+        "key_correct_then": share(rows, "key_correct_then"),
+        "key_correct_now": share(rows, "key_correct_now"),
     }
 
 
@@ -92,21 +97,24 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Recorded answers re-marked by the current grounding check",
         "",
-        f"- date: {data['date']}; answers recorded on {data['recorded_date']} (`factual_qa.json`, "
+        f"- date: {data['date']}; answers recorded on {data['recorded_date']} "
+        f"(`{data.get('recorded', 'factual_qa.json')}`, "
         f"{data['weights']} weights); reproduce: `python -m benchmarks.recheck_marks`",
         "- then = the marks when the answers were generated; now = the check of this commit on the same "
         "answers and the same retrieved passages",
         "",
         "| configuration | answers | wrong | wrong marked then | wrong marked now | right | right marked then "
-        "| right marked now | wrong marked or warned now | right marked or warned now |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| right marked now | wrong marked or warned now | right marked or warned now | key sentence holds the fact "
+        "then | now |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in data["results"].items():
         s = summary(rows)
         lines.append(
             f"| {name} | {s['answers']} | {s['wrong']} | {s['wrong_marked_then']} | {s['wrong_marked_now']} "
             f"| {s['right']} | {s['right_marked_then']} | {s['right_marked_now']} "
-            f"| {s['wrong_marked_or_warned_now']} | {s['right_marked_or_warned_now']} |"
+            f"| {s['wrong_marked_or_warned_now']} | {s['right_marked_or_warned_now']} "
+            f"| {s['key_correct_then']} | {s['key_correct_now']} |"
         )
     lines += ["", "Marks that changed, and wrong answers still unmarked:", ""]
     for name, rows in data["results"].items():
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {
         "date": dt.date.today().isoformat(),
         "recorded_date": recorded["date"],
+        "recorded": args.recorded.name,
         "weights": recorded["weights"],
         "results": recheck(recorded, args.pdfs, configs),
     }

@@ -38,6 +38,7 @@ from rag.answering import Evidence, KeySentence, SentenceCheck, Source, cited_nu
 from rag.embedding import Embedder
 from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, find_numbers, near_copy_changes
 from rag.keywords import STOP_WORDS, stem
+from rag.questions import asks_for_figure
 from rag.relations import swapped_pairing
 from rag.sentences import sentence_spans, split_sentences
 
@@ -285,12 +286,6 @@ def append_citation(sentence: str, n: int) -> str:
 
 # The key sentence ---------------------------------------------------------------------------
 
-_WANTS_NUMBER = re.compile(
-    r"\b(how (many|much|long|large|big|high|fast|often|old|deep|far)|what (percentage|share|number|amount|value|"
-    r"size|rate|year|date|dimension)|when|which year|in what year)\b",
-    re.IGNORECASE,
-)
-
 
 def _terms(text: str) -> list[str]:
     return [stem(w) for w in re.findall(r"\w+", text.lower()) if w not in STOP_WORDS]
@@ -322,7 +317,7 @@ def key_sentence(question: str, sources: Sequence[Source], embedder: Embedder) -
     terms = list(dict.fromkeys(_terms(question)))
     relevance = _TermRelevance(terms, [Counter(_terms(c.text)) for c in candidates])
     window_relevance = _TermRelevance(terms, [Counter(_terms(w)) for w in windows], idf=relevance.idf)
-    wants_number = bool(_WANTS_NUMBER.search(question))
+    wants_number = asks_for_figure(question)
     asked = {n.value for n in find_numbers(question)}
     rank = {s.n: i for i, s in enumerate(sources)}
     scores = []
