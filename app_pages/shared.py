@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from rag.collections import collection_names
 from rag.config import Settings
 from rag.local_server import LocalServer, running_endpoint
 from rag.logs import quiet_libraries
@@ -111,7 +112,12 @@ def get_generator(_services: Services):
 def upload_jobs() -> UploadJobs:
     """The process's upload queue and worker: uploads outlive the page run (and the page) that sent them.
     Made on the first page of a start, which first removes what an earlier run left half-done."""
-    return UploadJobs.start(app_settings().data_dir / "uploads")
+    return UploadJobs.start(app_settings().data_dir / "uploads", _existing_collection)
+
+
+def _existing_collection(name: str) -> Services | None:
+    """A collection's services if it exists (checking a leftover upload never creates one)."""
+    return get_services(name) if name in collection_names(app_settings()) else None
 
 
 def adding_notice() -> None:

@@ -9,13 +9,14 @@ staging file. Any page can then show the jobs' states.
 A staging file outlives its job only when the process itself stops mid-ingest; the next start
 (``UploadJobs.start``) removes those and says so (``cleanup_notice`` and a log line).
 
-    >>> jobs = UploadJobs.start(settings.data_dir / "uploads")
+    >>> jobs = UploadJobs.start(settings.data_dir / "uploads", services_for)
     >>> job = jobs.submit(services, "report.pdf", data)
     >>> jobs.wait_idle(); print(job.describe())
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import queue
@@ -26,11 +27,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rag.config import DEFAULT_COLLECTION
 from rag.pipeline import Progress
 from rag.records import FileResult, Outcome, plural
-from rag.uploads import StagedUpload, UploadError, clean_staging, safe_filename, stage_upload, staging_path
+from rag.uploads import StagedUpload, UploadError, find_staging, safe_filename, stage_upload, staging_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rag.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,16 @@ class JobState(StrEnum):
 
 
 ACTIVE = frozenset({JobState.QUEUED, JobState.READING, JobState.EMBEDDING})
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A staging file an earlier run left behind, and what the start did with it: kept (committed,
+    its version was stored completely) or removed (with any chunks of its unfinished version)."""
+
+    name: str
+    collection: str
+    kept: bool
 
 
 @dataclass
@@ -84,8 +98,8 @@ class UploadJob:
 class UploadJobs:
     """A FIFO queue of upload jobs and the one thread that ingests them (one per app process)."""
 
-    def __init__(self, cleaned: list[Path] | None = None) -> None:
-        self.cleaned = cleaned or []
+    def __init__(self, recovered: list[Recovered] | None = None) -> None:
+        self.recovered = recovered or []
         self._jobs: list[UploadJob] = []
         self._queue: queue.Queue[tuple[UploadJob, Services] | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -94,27 +108,43 @@ class UploadJobs:
         self._thread.start()
 
     @classmethod
-    def start(cls, uploads_root: Path) -> UploadJobs:
-        """Clean up what an earlier run left half-done under ``uploads_root``, then start the worker."""
-        cleaned = clean_staging(uploads_root)
-        if cleaned:
-            log.warning(
-                "removed %s an earlier run left unfinished: %s",
-                plural(len(cleaned), "staged upload"),
-                ", ".join(str(p.relative_to(uploads_root)) for p in cleaned),
-            )
-        return cls(cleaned)
+    def start(cls, uploads_root: Path, services_for: Callable[[str], Services | None] | None = None) -> UploadJobs:
+        """Settle what an earlier run left half-done under ``uploads_root``, then start the worker.
+
+        ``services_for(collection)`` gives the services of a collection that exists (None otherwise),
+        to check each leftover against the store; without it the leftovers are only removed."""
+        recovered = [
+            recover(staged, _collection_of(staged.staging, uploads_root), services_for)
+            for staged in find_staging(uploads_root)
+        ]
+        for kept, verb in ((False, "removed"), (True, "kept (stored completely)")):
+            names = [f"{r.collection}/{r.name}" for r in recovered if r.kept is kept]
+            if names:
+                log.warning(
+                    "%s %s an earlier run left unfinished: %s",
+                    verb,
+                    plural(len(names), "staged upload"),
+                    ", ".join(names),
+                )
+        return cls(recovered)
 
     def cleanup_notice(self) -> str | None:
-        """What the start cleaned up, for the Documents page; None when there was nothing."""
-        if not self.cleaned:
-            return None
-        names = ", ".join(_original_name(p) for p in self.cleaned)
-        return (
-            f"The app stopped last time before it finished adding {plural(len(self.cleaned), 'upload')} "
-            f"({names}); their unfinished copies were removed, and the library keeps its earlier versions. "
-            "Upload them again to add them."
-        )
+        """What the start settled, for the Documents page; None when there was nothing."""
+        removed = [r.name for r in self.recovered if not r.kept]
+        kept = [r.name for r in self.recovered if r.kept]
+        parts = []
+        if removed:
+            parts.append(
+                f"The app stopped last time before it finished adding {plural(len(removed), 'upload')} "
+                f"({', '.join(removed)}): their unfinished copies were removed, and the library keeps its "
+                "earlier versions. Upload them again to add them."
+            )
+        if kept:
+            parts.append(
+                f"{plural(len(kept), 'upload')} ({', '.join(kept)}) had been stored completely when the app "
+                "stopped, and were kept."
+            )
+        return " ".join(parts) or None
 
     # Submitting and watching -------------------------------------------------------------------
 
@@ -196,7 +226,29 @@ class UploadJobs:
                 setattr(job, name, value)
 
 
-def _original_name(staging: Path) -> str:
-    """``.report.part.pdf`` -> ``report.pdf``."""
-    stem, _, suffix = staging.name[1:].rpartition(".part.")
-    return f"{stem}.{suffix}"
+def recover(staged: StagedUpload, collection: str, services_for: Callable[[str], Services | None] | None) -> Recovered:
+    """Commit a leftover staging file whose version the store holds completely; otherwise remove it
+    and any chunks of its version (an older version of the document stays)."""
+    kept = False
+    try:
+        services = services_for(collection) if services_for is not None else None
+        if services is not None:
+            content_hash = hashlib.sha256(staged.staging.read_bytes()).hexdigest()
+            ingestor = services.ingestor()
+            _, complete = ingestor.store.version_state(staged.name, content_hash, ingestor.chunking)
+            if complete:
+                staged.commit()
+                kept = True
+            else:
+                ingestor.store.discard_version(staged.name, content_hash, ingestor.chunking)
+    except Exception:  # the store may be down: the file still goes, and a later upload replaces the rest
+        log.warning("could not check the leftover upload %s against the store", staged.staging, exc_info=True)
+    if not kept:
+        staged.discard()
+    return Recovered(staged.name, collection, kept)
+
+
+def _collection_of(staging: Path, uploads_root: Path) -> str:
+    """``uploads/`` holds the default collection's uploads, ``uploads/<name>/`` another's."""
+    relative = staging.parent.relative_to(uploads_root)
+    return relative.parts[0] if relative.parts else DEFAULT_COLLECTION

@@ -56,17 +56,26 @@ def staging_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.part{target.suffix}")
 
 
-def clean_staging(uploads_root: Path) -> list[Path]:
-    """Remove staging files an earlier run left behind (it stopped mid-ingest); returns what it removed.
-
-    Only call this before any upload of this process is staged: a live one would be removed too."""
+def find_staging(uploads_root: Path) -> list[StagedUpload]:
+    """Staging files under ``uploads_root`` (an earlier run that stopped mid-ingest left them), as uploads
+    to commit or discard. Only meaningful before this process stages any upload of its own."""
     if not uploads_root.is_dir():
         return []
-    removed = []
+    found = []
     for path in sorted(uploads_root.rglob(".*.part.*")):
         if path.is_file() and _STAGING.match(path.name):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+            stem, _, suffix = path.name[1:].rpartition(".part.")
+            name = f"{stem}.{suffix}"
+            found.append(StagedUpload(name, path, path.with_name(name)))
+    return found
+
+
+def clean_staging(uploads_root: Path) -> list[Path]:
+    """Remove the staging files ``find_staging`` finds; returns what it removed."""
+    removed = []
+    for staged in find_staging(uploads_root):
+        staged.discard()
+        removed.append(staged.staging)
     return removed
 
 

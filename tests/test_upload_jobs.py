@@ -6,6 +6,7 @@ The jobs ingest real files: PDFs from tests/data/pdfs and small text files writt
 from __future__ import annotations
 
 import logging
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from rag.config import Settings
 from rag.services import Services
 from rag.upload_jobs import JobState, UploadJob, UploadJobs
+from rag.uploads import stage_upload
 
 WAIT_S = 300
 
@@ -117,20 +119,58 @@ def test_leftover_staging_files_are_removed_at_start_and_reported(tmp_path: Path
     with caplog.at_level(logging.WARNING, logger="rag.upload_jobs"):
         jobs = UploadJobs.start(root)
     try:
-        assert sorted(p.name for p in jobs.cleaned) == [".notes.part.md", ".report.part.pdf"]
+        assert [(r.collection, r.name, r.kept) for r in jobs.recovered] == [
+            ("documents", "report.pdf", False),
+            ("other", "notes.md", False),
+        ]
         assert not (root / ".report.part.pdf").exists() and not (root / "other" / ".notes.part.md").exists()
-        assert all(path.exists() for path in kept), "only staging files are removed"
+        assert all(path.read_text() == "kept" for path in kept), "only staging files are touched"
         notice = jobs.cleanup_notice()
         assert notice is not None and "2 uploads" in notice and "report.pdf" in notice and "notes.md" in notice
-        assert "removed 2 staged uploads" in caplog.text and "other/.notes.part.md" in caplog.text
+        assert "removed 2 staged uploads" in caplog.text and "other/notes.md" in caplog.text
     finally:
         jobs.close()
 
     again = UploadJobs.start(root)
     try:
-        assert again.cleaned == [] and again.cleanup_notice() is None
+        assert again.recovered == [] and again.cleanup_notice() is None
     finally:
         again.close()
+
+
+def test_leftovers_are_settled_against_the_store(services: Services, caplog):
+    """A crash after the store held the whole new version keeps it (the copy is committed); a crash
+    mid-write removes the new version's chunks and keeps the older version and its copy."""
+    settings = services.settings
+    ingestor = services.ingestor()
+    old, new = b"Old text about Milvus Lite folders.", b"New text about vector stores and their indexes."
+    assert ingestor.ingest_upload("doc.txt", old).outcome.value == "added"
+    # doc.txt v2: every chunk upserted, but the old version was not removed yet (the crash).
+    staged_doc = stage_upload("doc.txt", new, settings.uploads_dir, max_bytes=10**6)
+    document = ingestor.load_file(staged_doc.staging, source="doc.txt")
+    chunks = ingestor.chunker.split_document(document)
+    services.store().upsert(chunks, services.embedder.encode([c.text for c in chunks]), chunking=ingestor.chunking)
+    assert services.store().count("doc.txt") == 2
+    # done.txt: stored completely, the crash came before its copy was committed.
+    staged_done = stage_upload(
+        "done.txt", b"A finished upload about embeddings.", settings.uploads_dir, max_bytes=10**6
+    )
+    assert ingestor.ingest_file(staged_done.staging, source="done.txt").outcome.value == "added"
+
+    with caplog.at_level(logging.WARNING, logger="rag.upload_jobs"):
+        jobs = UploadJobs.start(settings.data_dir / "uploads", lambda c: services if c == settings.collection else None)
+    try:
+        assert sorted((r.name, r.kept) for r in jobs.recovered) == [("doc.txt", False), ("done.txt", True)]
+        assert files_in(settings.uploads_dir) == ["doc.txt", "done.txt"], "no staging file is left"
+        assert (settings.uploads_dir / "doc.txt").read_bytes() == old
+        store = services.store()
+        assert store.count("doc.txt") == 1 and store.version_state("doc.txt", sha256(old).hexdigest())[1]
+        assert store.count("done.txt") == 1
+        notice = jobs.cleanup_notice() or ""
+        assert "(doc.txt)" in notice and "Upload them again" in notice and "(done.txt)" in notice, notice
+        assert "kept (stored completely) 1 staged upload" in caplog.text, caplog.text
+    finally:
+        jobs.close()
 
 
 def test_job_states_in_words():
