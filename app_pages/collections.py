@@ -16,6 +16,7 @@ from app_pages.shared import (
     get_services,
     pick_collection,
     picked_collection,
+    upload_jobs,
 )
 from rag.collections import CollectionError, check_name, collection_names, delete_collection, find_collection
 from rag.config import Settings
@@ -126,7 +127,7 @@ def _delete(settings: Settings, name: str) -> None:
         st.session_state[FAILURE_KEY] = f"Could not delete {name}: {exc}"
         return
     forget_collection(name)
-    st.session_state.pop("last_results", None)
+    upload_jobs().forget_finished(name)  # its upload outcomes go with it
     pick_collection(configured_collection())
     st.session_state[NOTICE_KEY] = (
         f"Deleted collection {deletion.name} ({plural(deletion.documents, 'document')}, "

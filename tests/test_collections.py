@@ -13,6 +13,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from app_pages.shared import upload_jobs
 from ingest.cli import main
 from rag.collections import (
     CollectionError,
@@ -279,6 +280,8 @@ def test_app_picker_creates_switches_and_deletes_with_confirmation(app: AppTest)
     assert any("Collection: **contracts**" in c.value for c in at.caption)
     at.file_uploader[0].set_value([("terms.txt", b"The contract ends after twelve months.", "text/plain")])
     at = run(button(at, "Add to library").click())
+    assert upload_jobs().wait_idle(600)  # uploads are ingested in the background (rag.upload_jobs)
+    at = run(at)
     assert [m.value for m in at.success] == ["**terms\\.txt**: added (1 page, 1 chunk)"]
     assert sorted(at.dataframe[0].value["name"]) == ["terms.txt"]
     at = run(at.selectbox[0].select("documents"))
