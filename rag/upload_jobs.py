@@ -198,7 +198,11 @@ class UploadJobs:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             job, services = item
-            self._run(job, services)
+            try:
+                self._run(job, services)
+            except Exception as exc:  # never let one job stop the worker: the jobs behind it would hang
+                log.exception("upload job %s (%s) broke the worker's step", job.id, job.name)
+                self._set(job, state=JobState.FAILED, error=str(exc) or type(exc).__name__, finished_at=time.time())
             with self._idle:
                 self._idle.notify_all()
 

@@ -182,3 +182,24 @@ def test_job_states_in_words():
     assert job.describe() == "embedding 5/20 chunks"
     job.state, job.error = JobState.FAILED, "the PDF is corrupt"
     assert job.describe() == "failed — the PDF is corrupt" and not job.active
+
+
+def test_a_job_that_raises_fails_with_the_reason_and_the_worker_goes_on(
+    services: Services, jobs: UploadJobs, monkeypatch: pytest.MonkeyPatch
+):
+    real_ingestor = Services.ingestor
+    calls: list[str] = []
+
+    def store_goes_away_once(self: Services):
+        calls.append(self.settings.collection)
+        if len(calls) == 1:
+            raise RuntimeError("the store went away")
+        return real_ingestor(self)
+
+    monkeypatch.setattr(Services, "ingestor", store_goes_away_once)
+    first = jobs.submit(services, "first.txt", b"The first file, whose ingest raises.")
+    second = jobs.submit(services, "second.txt", b"The second file, ingested as usual.")
+    assert jobs.wait_idle(WAIT_S)
+    assert first.state is JobState.FAILED and first.error == "the store went away"
+    assert second.state is JobState.DONE, second.describe()
+    assert files_in(services.settings.uploads_dir) == ["second.txt"], "the failed job's staging file is removed"
