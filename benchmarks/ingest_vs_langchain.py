@@ -306,6 +306,8 @@ def render(figures: dict[str, Any], command: str) -> str:
                 f"| {cpu} | {ratio} |"
             )
     lines += ["", f"Goal >= {GOAL}x the LangChain quick start on both workloads: " + "; ".join(verdicts) + ".", ""]
+    if "peak_rss_mb" in figures:
+        lines += [f"Peak memory of the process after our PDF ingest: {figures['peak_rss_mb']:,.0f} MB.", ""]
     lines += [
         "Plain `SentenceTransformer.encode` of each pipeline's own chunk texts (float32, one call, the same "
         "model object as the pipeline; batch 64 for ours, LangChain's default 32):",
