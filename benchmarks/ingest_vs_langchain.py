@@ -254,7 +254,9 @@ def run(pdf: Path, pages: int | None, files: int, *, plain_langchain: bool, sing
             batch = settings.embedding_batch_size
             row["plain_ours"] = plain_encode(embedder.model, row["ours"]["texts"], batch)
             if plain_langchain:
-                row["plain_langchain"] = plain_encode(embeddings._client, row["langchain"]["texts"], 32)
+                # the same weights in float32, as HuggingFaceEmbeddings loads them (its model is private)
+                float32 = Embedder(settings.model_copy(update={"embedding_dtype": "float32"})).load()
+                row["plain_langchain"] = plain_encode(float32.model, row["langchain"]["texts"], 32)
             if single and number == 1:
                 row["one_at_a_time"] = one_at_a_time(paths, folder / "single", embedder, settings)
             if figures["bf16"]:
