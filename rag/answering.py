@@ -250,6 +250,7 @@ class AnswerStream:
             if self.refused:
                 self._answer = Answer(REFUSAL, True, self.sources, [], self.question, self.query)
             else:
+                self.pipeline.retriever.store.ensure_present()  # deleted while the model wrote: no answer
                 key = self.key_sentence()
                 self._answer = self.pipeline.check(raw, self.sources, self.question, self.query, key=key)
         return self._answer

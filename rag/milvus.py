@@ -273,7 +273,7 @@ class MilvusCollection:
                 self._client.load_collection(self.name)  # type: ignore[union-attr]
                 return call(self._client)  # type: ignore[arg-type]
             if is_missing_collection(exc):
-                raise self._gone() from exc
+                raise self.gone_error() from exc
             if not is_connection_error(exc):
                 raise
             log.warning("Milvus call %s failed (%s); reconnecting once", what, exc)
@@ -287,10 +287,10 @@ class MilvusCollection:
             if is_connection_error(again):
                 raise self._unavailable(again) from again
             if is_missing_collection(again):
-                raise self._gone() from again
+                raise self.gone_error() from again
             raise
 
-    def _gone(self) -> CollectionGoneError:
+    def gone_error(self) -> CollectionGoneError:
         return CollectionGoneError(
             f"the collection '{self.name}' no longer exists: it was deleted while in use. Pick another collection."
         )

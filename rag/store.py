@@ -354,6 +354,12 @@ class DocumentStore:
 
     # Reading ----------------------------------------------------------------------------
 
+    def ensure_present(self) -> None:
+        """Raise ``CollectionGoneError`` when the collection was deleted since it was opened (by another
+        tab or ``ingest --delete-collection``): an answer written from its passages must not be shown."""
+        if not self.milvus.exists():
+            raise self.milvus.gone_error()
+
     def count(self, source: str | None = None) -> int:
         """Chunks stored (of one source, if given)."""
         return self.milvus.count(source=source)

@@ -216,6 +216,28 @@ def test_a_collection_deleted_while_a_question_runs_fails_it_cleanly(settings: S
     assert "doomed" not in collection_names(settings)
 
 
+def test_a_collection_deleted_while_the_model_writes_fails_the_question(
+    settings: Settings, embedder, generator
+) -> None:
+    """The deletion lands after the search, while the answer streams: the answer is not checked and shown
+    as if its passages still existed; the question fails with the same message."""
+    fill(settings, embedder, "doomed_late", {"whales.txt": WHALES}, {})
+    base = Services(settings)
+    base.__dict__["embedder"] = embedder
+    base.__dict__["generator"] = generator
+    services = base.with_collection("doomed_late")
+    pipeline = services.answer_pipeline()
+    stream = pipeline.stream("What do blue whales eat?", max_new_tokens=8)
+    assert not stream.refused and stream.sources  # the search found the passages before the deletion
+    pieces = iter(stream)
+    assert next(pieces)
+    assert delete_collection(settings, "doomed_late").documents == 1
+    for _ in pieces:
+        pass
+    with pytest.raises(CollectionGoneError, match="the collection 'doomed_late' no longer exists: it was deleted"):
+        stream.answer()
+
+
 # The app: the picker, and a question whose collection is deleted mid-way ----------------------
 
 
@@ -315,6 +337,7 @@ def test_app_question_fails_cleanly_when_its_collection_is_deleted(
     at = run(at)
     at.file_uploader[0].set_value([("whales.txt", WHALES.encode(), "text/plain")])
     at = run(button(at, "Add to library").click())
+    assert upload_jobs().wait_idle(600)  # uploads are ingested in the background (rag.upload_jobs)
     at.switch_page("app_pages/chat.py")
     at = run(at)
     assert at.selectbox[0].value == "research"
