@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
     max_file_mb: int = Field(200, ge=1, description="Largest file accepted by ingest and upload.")
+    pdf_workers: int = Field(
+        0, ge=0, description="Processes that read big PDFs while their chunks embed; 0: a quarter of the cores (min 1)."
+    )
+    parallel_min_pages: int = Field(
+        64, ge=0, description="PDFs with at least this many pages are read by those processes; 0: never (read inline)."
+    )
     ocr: Literal["auto", "off", "force"] = Field(
         "auto",
         description="OCR of images and scanned PDF pages (offline, rapidocr). auto: pages without a text layer, "
