@@ -10,24 +10,20 @@ for the server (``RAG_LLM_MAX_CONCURRENCY=8``), which batches them. Per question
 from asking to its first streamed text (first-token time, p50 and p95) and to its last; and
 the wall time until all eight are answered. Greedy decoding, the same answer budget for all.
 
-The server runs the bundled model's converted folder on loopback (started and stopped here,
-like ``tests/test_llm_server.py`` does), on the same CPU cores as this process; a third run
-without ``--continuous-batching`` shows what the batching itself brings.
+The server runs the bundled model's converted folder on loopback (started and stopped by
+``rag.llm_serve``, as for ``tests/test_llm_server.py``), on the same CPU cores as this
+process; a third run without ``--continuous-batching`` shows what the batching itself brings.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +31,12 @@ from benchmarks.ingest_throughput import load_average, machine
 from benchmarks.report import write_keeping_notes
 from rag.answering import Source, build_messages
 from rag.config import Settings
-from rag.generation import Generator, TransformersGenerator, converted_copy_exists, gguf_cache_dir
+from rag.generation import Generator, TransformersGenerator
+from rag.llm_serve import converted_bundled_model, serve_installed, serving
 from rag.logs import setup_logging
 from rag.queueing import FairQueue
 
 RESULTS = Path(__file__).resolve().parent / "results" / "concurrent_questions.md"
-SERVE = Path(sys.executable).with_name("transformers")
 START_TIMEOUT_S = 300
 PASSAGES = [
     ("volcano.pdf", "Mount Karthos last erupted in 1987. Its crater lake is 212 metres deep and holds acidic "
@@ -127,54 +123,6 @@ def ask_together(generator: Generator, queue: FairQueue, count: int, max_new_tok
     return timings, wall
 
 
-# The server -----------------------------------------------------------------------------------
-
-
-class Server:
-    """``transformers serve`` on a free loopback port, in its own process group."""
-
-    def __init__(self, model: str, log: Path, *, continuous_batching: bool) -> None:
-        from socket import socket
-
-        with socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = log
-        batching = "--continuous-batching" if continuous_batching else "--no-continuous-batching"
-        command = [str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"]
-        command += [batching, "--format", "quiet", model]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"transformers serve did not answer within {START_TIMEOUT_S} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-
 # Runs -----------------------------------------------------------------------------------------
 
 
@@ -193,8 +141,12 @@ def run_served(count: int, max_new_tokens: int, *, continuous_batching: bool, fo
     from rag.openai_generator import OpenAIGenerator
 
     name = "transformers serve --continuous-batching" if continuous_batching else "transformers serve"
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(str(folder), Path(tmp) / "serve.log", continuous_batching=continuous_batching)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(
+            str(folder), Path(tmp) / "serve.log", continuous_batching=continuous_batching, timeout_s=START_TIMEOUT_S
+        ) as server,
+    ):
         try:
             settings = Settings(llm_base_url=server.url, llm_max_concurrency=count, llm_tokenizer=str(folder))
             generator = OpenAIGenerator(settings)
@@ -204,17 +156,7 @@ def run_served(count: int, max_new_tokens: int, *, continuous_batching: bool, fo
             run.timings, run.wall_s = ask_together(generator, FairQueue(count), count, max_new_tokens)
         except Exception as exc:
             raise RuntimeError(f"{exc}\n--- server log ---\n{server.tail()}") from exc
-        finally:
-            server.stop()
     return run
-
-
-def converted_folder() -> Path:
-    settings = Settings()
-    folder = gguf_cache_dir(Path(settings.resolved_llm_model), Path(settings.model_cache_dir).expanduser())
-    if not converted_copy_exists(folder):
-        TransformersGenerator(settings).load()  # converts the bundled GGUF once
-    return folder
 
 
 def report(runs: list[Run], count: int, max_new_tokens: int, loads: tuple[str, str]) -> str:
@@ -255,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     setup_logging(verbose=False)
-    if not SERVE.is_file():
+    if not serve_installed():
         print("transformers serve is not installed: pip install -r requirements-test.txt", file=sys.stderr)
         return 2
-    folder = converted_folder()
+    folder = converted_bundled_model()
     before = load_average()
     runs = [run_in_process(args.questions, args.max_new_tokens)]
     print(f"{runs[-1].name}: wall {runs[-1].wall_s:.1f} s", file=sys.stderr)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
+from rag.llm_serve import Served, converted_bundled_model, serve_installed, serving
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 PDFS = TEST_DATA / "pdfs"
@@ -47,6 +49,24 @@ def store(settings: Settings, embedder):
     opened = DocumentStore(settings, embedder).open()
     yield opened
     opened.close()
+
+
+# The LLM server ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def served_model(request: pytest.FixtureRequest) -> str:
+    """The bundled model's converted folder, which ``transformers serve`` loads (the session's generator makes it)."""
+    if not serve_installed():
+        pytest.skip("transformers serve is not installed: pip install -r requirements-test.txt")
+    return str(converted_bundled_model(convert=lambda: request.getfixturevalue("generator")))
+
+
+@pytest.fixture(scope="session")
+def llm_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real ``transformers serve`` on loopback for the session (mark its tests server and slow)."""
+    with serving(served_model, tmp_path_factory.mktemp("serve") / "serve.log") as served:
+        yield served
 
 
 # Ingest, store and command tests ---------------------------------------------------------

@@ -1,26 +1,20 @@
 """Answers from an OpenAI-compatible server: ``OpenAIGenerator`` against a real ``transformers serve``.
 
-The server runs the bundled model's converted folder on loopback, started and stopped by the
-fixtures. Faults are real too: a port with nothing listening, a socket that never answers, a
-server killed mid-answer, a counting proxy in front of the server, and a small HTTP server
-that demands an API key (``transformers serve`` takes none).
+The server runs the bundled model's converted folder on loopback, started and stopped by
+``rag.llm_serve`` (the shared ``llm_server`` fixture in conftest.py, or a test's own). Faults
+are real too: a port with nothing listening, a socket that never answers, a server killed
+mid-answer, a counting proxy in front of the server, and a small HTTP server that demands an
+API key (``transformers serve`` takes none).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,10 +22,12 @@ from typing import Any
 import pytest
 from store_contract import free_port
 
+from rag import llm_serve
 from rag.answering import REFUSAL, AnswerPipeline
 from rag.config import Settings
 from rag.doctor import diagnose, format_report
-from rag.generation import DecodeReport, Generator, converted_copy_exists, gguf_cache_dir
+from rag.generation import DecodeReport, Generator
+from rag.llm_serve import Served, serving
 from rag.openai_generator import (
     CHARS_PER_TOKEN,
     PLACEHOLDER_KEY,
@@ -46,8 +42,6 @@ from rag.pipeline import Ingestor
 from rag.retrieval import Retriever
 from rag.services import Services
 
-SERVE = Path(sys.executable).with_name("transformers")
-START_TIMEOUT_S = 240
 FREEDONIA = """Freedonia travel notes
 
 The capital of Freedonia is Zenda. The city has 42 bridges over the river Sylvan.
@@ -70,74 +64,6 @@ KEY = "sk-Sup3r-s3cret-LLM-key"
 
 
 # A real server and a few faults ---------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """A ``transformers serve`` process on loopback."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    model: str
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-    def kill(self) -> None:
-        """Die at once, as a crashed or powered-off server does."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-
-def start_server(model: str, log: Path) -> Served:
-    """Start ``transformers serve`` on a free port; return once ``/v1/models`` answers."""
-    if not SERVE.is_file():
-        pytest.skip("transformers serve is not installed: pip install -r requirements-test.txt")
-    port = free_port()
-    command = [str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--format", "quiet"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, model], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    served = Served(process, f"http://127.0.0.1:{port}/v1", model, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"transformers serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{served.url}/models", timeout=2) as response:
-                if response.status == 200:
-                    return served
-        except OSError:
-            time.sleep(0.5)
-    served.stop()
-    pytest.fail(f"transformers serve did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def served_model(request: pytest.FixtureRequest) -> str:
-    """The bundled model's converted folder (loading the in-process model once makes it)."""
-    settings = Settings()
-    folder = gguf_cache_dir(Path(settings.resolved_llm_model), Path(settings.model_cache_dir).expanduser())
-    if not converted_copy_exists(folder):
-        request.getfixturevalue("generator")
-    assert converted_copy_exists(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="session")
-def llm_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = start_server(served_model, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield served
-    served.stop()
 
 
 class CountingProxy:
@@ -263,6 +189,26 @@ def test_a_dead_server_fails_clearly_within_the_timeout() -> None:
         elapsed = time.monotonic() - start
     assert 1.9 <= elapsed < 5, elapsed
     assert "did not answer within 2 s (RAG_CONNECT_TIMEOUT_S)" in str(timed_out.value)
+
+
+def test_a_server_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not installed: a clear message, nothing started. Exits at once: the exit code and its log's tail in the error."""
+    monkeypatch.setattr(llm_serve, "SERVE", tmp_path / "no-such-transformers")
+    with pytest.raises(llm_serve.ServeError, match="transformers serve is not installed"):
+        llm_serve.start("some-model", tmp_path / "never.log")
+    assert not (tmp_path / "never.log").exists()
+
+    broken = tmp_path / "transformers"
+    broken.write_text('#!/bin/sh\necho "cannot load model $*" >&2\nexit 3\n')
+    broken.chmod(0o755)
+    monkeypatch.setattr(llm_serve, "SERVE", broken)
+    start = time.monotonic()
+    with pytest.raises(llm_serve.ServeError) as caught, llm_serve.serving("my-model", tmp_path / "serve.log"):
+        pytest.fail("a server that exited must not be yielded")
+    assert time.monotonic() - start < 10
+    message = str(caught.value)
+    assert "transformers serve exited with 3" in message
+    assert "cannot load model serve --host 127.0.0.1" in message and message.rstrip().endswith("my-model")
 
 
 def test_a_refused_key_says_check_the_key(caplog: pytest.LogCaptureFixture) -> None:
@@ -429,8 +375,7 @@ def test_a_server_killed_mid_answer_cuts_the_answer(
     settings: Settings, library: Retriever, served_model: str, tmp_path: Path
 ) -> None:
     """Its own server, killed after the first pieces: the stream raises, and no answer is made of the rest."""
-    served = start_server(served_model, tmp_path / "serve.log")
-    try:
+    with serving(served_model, tmp_path / "serve.log") as served:
         configured = settings.model_copy(
             update={"llm_base_url": served.url, "llm_model": served.model, "max_new_tokens": 400}
         )
@@ -447,5 +392,3 @@ def test_a_server_killed_mid_answer_cuts_the_answer(
         assert caught.value.partial == "".join(pieces) and len(pieces) >= 2
         with pytest.raises(AnswerCutError):
             stream.answer()  # never checked and shown as a complete answer
-    finally:
-        served.stop()

@@ -16,7 +16,6 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import pytest
-from test_llm_server import llm_server, served_model  # noqa: F401 (the real transformers serve fixtures)
 
 from rag.config import Settings
 from rag.queueing import FairQueue, LeftQueue, Position, answer_in_turn, capacity_for, queue_for
@@ -349,7 +348,7 @@ def test_two_browser_sessions_the_second_sees_its_place(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_a_server_answers_questions_at_once_up_to_the_limit(llm_server) -> None:  # noqa: F811
+def test_a_server_answers_questions_at_once_up_to_the_limit(llm_server) -> None:
     """RAG_LLM_MAX_CONCURRENCY=2 against a real ``transformers serve``: two answer at once, a third waits its turn."""
     from rag.openai_generator import OpenAIGenerator
 
