@@ -5,13 +5,18 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rag.config import Settings
 from rag.llm_serve import Served, converted_bundled_model, serve_installed, serving
 
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
+
 TEST_DATA = Path(__file__).resolve().parent / "data"
+APP = Path(__file__).resolve().parents[1] / "app.py"
 PDFS = TEST_DATA / "pdfs"
 
 
@@ -67,6 +72,66 @@ def llm_server(served_model: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """One real ``transformers serve`` on loopback for the session (mark its tests server and slow)."""
     with serving(served_model, tmp_path_factory.mktemp("serve") / "serve.log") as served:
         yield served
+
+
+# The app under streamlit's AppTest ------------------------------------------------------------
+
+
+@pytest.fixture()
+def app_env() -> dict[str, str]:
+    """Environment variables the ``app`` fixture sets; a test module overrides this fixture for its own."""
+    return {}
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder, app_env: dict[str, str]) -> Iterator[AppTest]:
+    """The app, run headlessly, on its own data folder (``tmp_path / "data"``) with the session's embedder.
+
+    Every local Milvus server started during the test (by the app or by the test) is stopped
+    afterwards, and checked gone with its endpoint file.
+    """
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from rag.local_server import LocalServer, endpoint_file
+    from rag.services import Services
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("RAG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("RAG_COLLECTION", raising=False)
+    monkeypatch.delenv("RAG_MILVUS_URI", raising=False)
+    for name, value in app_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working folder
+    # The session's embedder stands in for a fresh load of the same bundled model.
+    monkeypatch.setattr(Services, "embedder", property(lambda self: embedder))
+    started: list[LocalServer] = []
+    real_start = LocalServer.start
+
+    def recording_start(self: LocalServer, *args, **kwargs) -> str:
+        started.append(self)
+        return real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalServer, "start", recording_start)
+    st.cache_resource.clear()  # get_services is per process: each test opens its own store
+    try:
+        yield AppTest.from_file(str(APP), default_timeout=600)
+    finally:
+        st.cache_resource.clear()
+        processes = [server.process for server in started if server.process is not None]
+        for server in started:
+            server.stop()
+        assert all(p.poll() is not None for p in processes), "a local Milvus server was left running"
+        assert not endpoint_file(data_dir / "milvus.db").exists(), "a stale endpoint file was left behind"
+
+
+@pytest.fixture()
+def real_generator(monkeypatch: pytest.MonkeyPatch, generator):
+    """The session's loaded bundled LLM for the app, shared instead of loading it again per test."""
+    from rag.services import Services
+
+    monkeypatch.setattr(Services, "generator", property(lambda self: generator))
+    return generator
 
 
 # Ingest, store and command tests ---------------------------------------------------------

@@ -11,14 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag.answering import REFUSAL
-from rag.local_server import LocalServer, endpoint_file
-from rag.services import Services
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
 DOCUMENTS = "app_pages/documents.py"
 CHAT = "app_pages/chat.py"
 EVIL = "Milvus keeps vectors. <script>alert(1)</script> ![x](http://evil/x.png) [click](http://evil/) **loud**"
@@ -27,10 +23,10 @@ EVIL = "Milvus keeps vectors. <script>alert(1)</script> ![x](http://evil/x.png) 
 class Harness:
     """One app session on a fresh data folder."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, at: AppTest, data_dir: Path) -> None:
+        self.at = at
         self.data_dir = data_dir
         self.uploads = data_dir / "uploads" / "app_test"  # a collection other than the default has its own
-        self.at = AppTest.from_file(str(APP), default_timeout=600)
 
     def run(self) -> AppTest:
         self.at.run()
@@ -83,41 +79,15 @@ class Harness:
 
 
 @pytest.fixture()
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder):
-    """An app on its own data folder; its local Milvus server is stopped afterwards."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("RAG_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("RAG_COLLECTION", "app_test")
-    monkeypatch.setenv("RAG_MAX_NEW_TOKENS", "48")
-    monkeypatch.delenv("RAG_MILVUS_URI", raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env from the working folder
-    # The session's embedder stands in for a fresh load of the same bundled model.
-    monkeypatch.setattr(Services, "embedder", property(lambda self: embedder))
-    started: list[LocalServer] = []
-    real_start = LocalServer.start
-
-    def recording_start(self: LocalServer, *args, **kwargs) -> str:
-        started.append(self)
-        return real_start(self, *args, **kwargs)
-
-    monkeypatch.setattr(LocalServer, "start", recording_start)
-    st.cache_resource.clear()  # get_services is per process: each test opens its own store
-    try:
-        yield Harness(data_dir)
-    finally:
-        st.cache_resource.clear()
-        processes = [server.process for server in started if server.process is not None]
-        for server in started:
-            server.stop()
-        assert all(p.poll() is not None for p in processes), "a local Milvus server was left running"
-        assert not endpoint_file(data_dir / "milvus.db").exists(), "a stale endpoint file was left behind"
+def app_env() -> dict[str, str]:
+    """A collection other than the default (it has its own uploads folder) and short answers."""
+    return {"RAG_COLLECTION": "app_test", "RAG_MAX_NEW_TOKENS": "48"}
 
 
 @pytest.fixture()
-def real_generator(monkeypatch: pytest.MonkeyPatch, generator):
-    """The session's loaded bundled LLM, shared instead of loading it again per test."""
-    monkeypatch.setattr(Services, "generator", property(lambda self: generator))
-    return generator
+def app(app: AppTest, tmp_path: Path) -> Harness:
+    """The shared ``app`` of conftest.py, driven through the Harness."""
+    return Harness(app, tmp_path / "data")
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app_pages.shared import upload_jobs
@@ -24,14 +23,13 @@ from rag.collections import (
     list_collections,
 )
 from rag.config import Settings
-from rag.local_server import LocalServer, endpoint_file
+from rag.local_server import LocalServer
 from rag.milvus import MilvusCollection
 from rag.pipeline import Ingestor
 from rag.records import Outcome
 from rag.services import Services
 from rag.store import CollectionGoneError, DocumentStore, EmbeddingModelMismatchError
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
 WHALES = "Blue whales feed on krill. Their calls carry across whole ocean basins. " * 4
 RUST = "Rust's borrow checker rejects aliasing of mutable references at compile time. " * 4
 BREAD = "Sourdough bread rises with wild yeast and lactic acid bacteria. " * 4
@@ -242,32 +240,9 @@ def test_a_collection_deleted_while_the_model_writes_fails_the_question(
 
 
 @pytest.fixture()
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder, generator):
-    """The app on its own data folder, with the session's models; its local Milvus server is stopped afterwards."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("RAG_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("RAG_MAX_NEW_TOKENS", "16")
-    monkeypatch.delenv("RAG_COLLECTION", raising=False)
-    monkeypatch.delenv("RAG_MILVUS_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Services, "embedder", property(lambda self: embedder))
-    monkeypatch.setattr(Services, "generator", property(lambda self: generator))
-    started: list[LocalServer] = []
-    real_start = LocalServer.start
-
-    def recording_start(self: LocalServer, *args, **kwargs) -> str:
-        started.append(self)
-        return real_start(self, *args, **kwargs)
-
-    monkeypatch.setattr(LocalServer, "start", recording_start)
-    st.cache_resource.clear()
-    try:
-        yield AppTest.from_file(str(APP), default_timeout=600)
-    finally:
-        st.cache_resource.clear()
-        for server in started:
-            server.stop()
-        assert not endpoint_file(data_dir / "milvus.db").exists()
+def app_env() -> dict[str, str]:
+    """The default collection; short answers."""
+    return {"RAG_MAX_NEW_TOKENS": "16"}
 
 
 def run(runnable) -> AppTest:
@@ -282,6 +257,7 @@ def button(at: AppTest, label: str):
     return found
 
 
+@pytest.mark.usefixtures("real_generator")  # the session's loaded LLM, not a fresh load
 def test_app_picker_creates_switches_and_deletes_with_confirmation(app: AppTest) -> None:
     at = run(app)
     [picker] = at.selectbox
@@ -325,6 +301,7 @@ def test_app_picker_creates_switches_and_deletes_with_confirmation(app: AppTest)
     assert not at.error
 
 
+@pytest.mark.usefixtures("real_generator")  # the session's loaded LLM, not a fresh load
 def test_app_question_fails_cleanly_when_its_collection_is_deleted(
     app: AppTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,6 +340,7 @@ def test_app_question_fails_cleanly_when_its_collection_is_deleted(
     assert "research" not in collection_names(Settings(data_dir=Path("data")))
 
 
+@pytest.mark.usefixtures("real_generator")  # the session's loaded LLM, not a fresh load
 def test_app_a_collection_of_another_model_does_not_block_the_others(app: AppTest) -> None:
     """The configured collection was indexed with another embedding model: its pages say so, and the
     picker still creates and opens collections made with the configured model."""
