@@ -110,7 +110,7 @@ NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|cannot|without)\b|n't
 
 # Capitalised words that are not names wherever they stand: function words, pronouns, and words
 # that open sentences or list items.
-_COMMON = frozenset(
+COMMON_WORDS = frozenset(
     """a an and are as at be but by for if in into is it no not of on or such that the their then there these
     they this to was will with i we you he she his her its our your my me us them him who whom whose which what
     when where why how however also although though yes both all any each every some most many more less few
@@ -134,7 +134,9 @@ class Fact:
 
 
 @dataclass(frozen=True)
-class _Number:
+class Number:
+    """A number found in a text, with its scale ("billion"), unit and place."""
+
     value: Decimal
     scale: Decimal | None
     unit: str | None
@@ -182,9 +184,20 @@ def compound_units(text: str) -> set[str]:
     return {u for u in found if u}
 
 
-def find_numbers(text: str) -> list[_Number]:
+def same_amount(a: Fact | Number, b: Number) -> bool:
+    """The same amount, with a scale word on either side: "1.2 million" = "1,200,000"; units aside."""
+    if a.value is None:
+        return False
+    if a.scale and b.scale:
+        return a.value * a.scale == b.value * b.scale
+    if a.value == b.value:
+        return True
+    return bool((a.scale and a.value * a.scale == b.value) or (b.scale and b.value * b.scale == a.value))
+
+
+def find_numbers(text: str) -> list[Number]:
     """Every number of ``text`` with its scale and unit; a range's unit applies to both ends."""
-    found: list[_Number] = []
+    found: list[Number] = []
     for match in _NUMBER.finditer(text):
         value = _decimal(match["num"])
         if value is None or (found and match.start() < found[-1].end):  # the 2 of "m^2" is part of a unit
@@ -198,7 +211,7 @@ def find_numbers(text: str) -> list[_Number]:
                 if tail and tail.group():
                     unit = _compound_unit("m", tail["power"], tail["per"], tail["per_power"]) or unit
                     end = tail.end()
-                found.append(_Number(value, None, unit, match.start(), end, text[match.start() : end].strip()))
+                found.append(Number(value, None, unit, match.start(), end, text[match.start() : end].strip()))
                 continue
             scale_word = ""
         unit = _canonical_unit(match["unit"])
@@ -209,7 +222,7 @@ def find_numbers(text: str) -> list[_Number]:
                 unit = _compound_unit(match["unit"], tail["power"], tail["per"], tail["per_power"])
                 end = tail.end()
         scale = _SCALES.get(scale_word) if scale_word else None
-        found.append(_Number(value, scale, unit, match.start(), end, text[match.start() : end].strip()))
+        found.append(Number(value, scale, unit, match.start(), end, text[match.start() : end].strip()))
     for i in range(len(found) - 1):  # "360-385 W": 360 is in watts too
         first, second = found[i], found[i + 1]
         if first.unit is None and second.unit and _RANGE_JOIN.match(text[first.end : second.start]):
@@ -332,7 +345,10 @@ def _names(text: str, vocabulary: Collection[str], taken: list[tuple[int, int]])
             continue
         acronym = len(word) >= 2 and sum(c.isupper() for c in word) >= 2  # BERT, DPR, SmolLM, mRNA
         if acronym or (
-            capitalised and base not in _COMMON and len(base) > 1 and (not sentence_start or _rare(base, vocabulary))
+            capitalised
+            and base not in COMMON_WORDS
+            and len(base) > 1
+            and (not sentence_start or _rare(base, vocabulary))
         ):
             run.append(match)
             continue
@@ -371,7 +387,7 @@ class TextFacts:
     """A source text indexed for fact lookups: its numbers, months, words and their stems."""
 
     text: str
-    numbers: list[_Number] = field(init=False)
+    numbers: list[Number] = field(init=False)
     units: set[str] = field(init=False)
     months: set[int] = field(init=False)
     keys: set[str] = field(init=False)
@@ -380,9 +396,9 @@ class TextFacts:
     def __post_init__(self) -> None:
         self.numbers = find_numbers(self.text)
         for match in _ISO_DATE.finditer(self.text):
-            self.numbers += [_Number(Decimal(int(g)), None, None, *match.span(), g) for g in match.groups()[1:]]
+            self.numbers += [Number(Decimal(int(g)), None, None, *match.span(), g) for g in match.groups()[1:]]
         self.numbers += [
-            _Number(Decimal(v), None, None, m.start(), m.end(), m[0])
+            Number(Decimal(v), None, None, m.start(), m.end(), m[0])
             for w, v in _NUMBER_WORDS.items()
             for m in re.finditer(rf"\b{w}\b", self.text, re.IGNORECASE)
         ]
@@ -424,17 +440,9 @@ class TextFacts:
             return True
         return "-" in base and all(word_key(p) in self.keys for p in base.split("-") if p)
 
-    def _same_number(self, fact: Fact, number: _Number) -> bool:
-        assert fact.value is not None
-        if fact.scale and number.scale:
-            if fact.value * fact.scale != number.value * number.scale:
-                return False
-        elif fact.value != number.value:
-            scaled = (fact.scale and fact.value * fact.scale == number.value) or (
-                number.scale and number.value * number.scale == fact.value
-            )  # "1.2 million" = "1,200,000"
-            if not scaled:
-                return False
+    def _same_number(self, fact: Fact, number: Number) -> bool:
+        if not same_amount(fact, number):
+            return False
         if fact.unit is None or fact.unit == number.unit:
             return True
         if number.unit is None:  # a table cell "21.0" under a header "Efficiency (%)"
@@ -453,7 +461,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _content(word: str) -> bool:
-    return len(word) >= 3 and not word.isdigit() and word not in _COMMON
+    return len(word) >= 3 and not word.isdigit() and word not in COMMON_WORDS
 
 
 @dataclass

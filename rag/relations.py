@@ -25,7 +25,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Protocol
 
-from rag.facts import _COMMON, CITATION, _Number, find_numbers, word_key
+from rag.facts import CITATION, COMMON_WORDS, Number, find_numbers, same_amount, word_key
 from rag.sentences import split_sentences
 
 RESPECTIVELY = re.compile(r"\brespectively\b", re.IGNORECASE)
@@ -36,7 +36,7 @@ _LIST_WORDS = {"and", "or", "&", "/", "vs", "versus"}
 _SKIPPED_AFTER_SEPARATOR = {"the", "a", "an", "our", "its", "their", "his", "her"}
 _ROW = re.compile(r"^[^:;\n]{1,80}: [^;\n]+(?:; [^:;\n]{1,80}: [^;\n]+)+$")
 _VALUE_MARK = "\u0000"
-_NOT_NAMES = _COMMON | {"were", "been", "being", "respectively", "values", "value"}
+_NOT_NAMES = COMMON_WORDS | {"were", "been", "being", "respectively", "values", "value"}
 MAX_ITEM_WORDS = 3  # an item's last words: "For the quarterly revenue" names "quarterly revenue"
 
 
@@ -46,7 +46,7 @@ class Pairing:
 
     subject: str  # as written: "large model", "Q3 2024"
     keys: frozenset[str]  # word keys that name this item and no other item of its group
-    values: tuple[_Number, ...]
+    values: tuple[Number, ...]
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,11 @@ def _distinguishing(subjects: Sequence[str]) -> list[frozenset[str]]:
     return [frozenset(k - set().union(*(o for j, o in enumerate(keys) if j != i))) for i, k in enumerate(keys)]
 
 
-def _value_run(text: str) -> tuple[list[_Number], tuple[int, int]] | None:
+def _value_run(text: str) -> tuple[list[Number], tuple[int, int]] | None:
     """The longest run (two or more) of figures joined as a list: "50 or ResNet 101", "12%, 15% and 20%"."""
     numbers = find_numbers(text)
-    best: list[_Number] = []
-    run: list[_Number] = []
+    best: list[Number] = []
+    run: list[Number] = []
     for number in numbers:
         if run and _VALUE_GAP.match(text[run[-1].end : number.start]):
             run.append(number)
@@ -180,14 +180,8 @@ class Figure(Protocol):
     text: str
 
 
-def _same_value(a: Figure, b: _Number) -> bool:
-    if a.value is None:
-        return False
-    scaled_a = a.value * a.scale if a.scale else a.value
-    scaled_b = b.value * b.scale if b.scale else b.value
-    if scaled_a != scaled_b and a.value != b.value:
-        return False
-    return a.unit is None or b.unit is None or a.unit == b.unit
+def _same_value(a: Figure, b: Number) -> bool:
+    return same_amount(a, b) and (a.unit is None or b.unit is None or a.unit == b.unit)
 
 
 def swapped_pairing(sentence: str, sources: Iterable[str], numbers: Sequence[Figure] | None = None) -> Swap | None:
