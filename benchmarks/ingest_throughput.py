@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import rag.pipeline
-from benchmarks.report import write_keeping_notes
+from benchmarks.report import publish
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import load_document
@@ -246,10 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.ingest_throughput"
     command += f" --pdf {args.pdf}" if args.pdf != DEFAULT_PDF else ""
     command += f" --pages {args.pages}" if args.pages else ""
-    text = render(run(args.pdf, args.pages), command)
-    print(text)
-    write_keeping_notes(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+    publish(args.output, render(run(args.pdf, args.pages), command))
     return 0
 
 

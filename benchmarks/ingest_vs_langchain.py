@@ -37,7 +37,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from benchmarks.ingest_throughput import Timer, first_pages, load_average, machine
-from benchmarks.report import write_keeping_notes
+from benchmarks.report import publish, write_figures
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.logs import quiet_libraries
@@ -425,9 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(args.render.read_text())
-        text = render(saved["figures"], saved["command"])
-        write_keeping_notes(args.output, text)
-        print(text)
+        publish(args.output, render(saved["figures"], saved["command"]))
         return 0
     if not args.pdf.is_file() or not PUBMEDQA.is_file():
         print(f"skipped: {args.pdf} or {PUBMEDQA} not found (the shared data lives in ../shared/data)")
@@ -439,12 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     command += " --plain-langchain" if args.plain_langchain else ""
     command += " --no-single" if args.no_single else ""
     figures = run(args.pdf, args.pages, args.files, plain_langchain=args.plain_langchain, single=not args.no_single)
-    saved = {"figures": figures, "command": command}
-    args.output.with_suffix(".json").write_text(json.dumps(saved, indent=1))  # --render writes the report again
-    text = render(figures, command)
-    print(text)
-    write_keeping_notes(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+    write_figures(args.output, {"figures": figures, "command": command}, indent=1)  # for --render; indent as committed
+    publish(args.output, render(figures, command))
     return 0
 
 
