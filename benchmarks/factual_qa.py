@@ -10,7 +10,9 @@ Each configuration changes only decoding or the prompt, so all are measured in t
 - baseline: no loop guard, no copy-constrained numbers (the decoding before issue 11);
 - guards: the loop guard on;
 - guards+copy: the loop guard and copy-constrained numbers on;
-- guards+key: the loop guard on, and the key sentence repeated just before the question.
+- guards+key: the loop guard on, and the key sentence repeated just before the question;
+- guards+focus1 / guards+focus3: the loop guard on, and the prompt holds only the passages' 1 or 3
+  best sentences for the question (each with the sentence before it) instead of whole passages.
 
 An answer "holds the fact" when one of the accepted strings appears in it (case, spaces and
 thousands separators ignored; a number must not be part of a longer number).
@@ -37,10 +39,12 @@ DEV_SET = ROOT / "benchmarks" / "data" / "dev_qa.jsonl"
 PDFS = ROOT.parent / "shared" / "data" / "pdfs"
 RESULTS = ROOT / "benchmarks" / "results" / "factual_qa.md"
 CONFIGS: dict[str, dict[str, Any]] = {
-    "baseline": {"loop_guard": False, "copy_numbers": "off", "prompt_key_sentence": False},
-    "guards": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": False},
-    "guards+copy": {"loop_guard": True, "copy_numbers": "on", "prompt_key_sentence": False},
-    "guards+key": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": True},
+    "baseline": {"loop_guard": False, "copy_numbers": "off", "prompt_key_sentence": False, "prompt_sentences": 0},
+    "guards": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": False, "prompt_sentences": 0},
+    "guards+copy": {"loop_guard": True, "copy_numbers": "on", "prompt_key_sentence": False, "prompt_sentences": 0},
+    "guards+key": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": True, "prompt_sentences": 0},
+    "guards+focus1": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": False, "prompt_sentences": 1},
+    "guards+focus3": {"loop_guard": True, "copy_numbers": "off", "prompt_key_sentence": False, "prompt_sentences": 3},
 }
 
 

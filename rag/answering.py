@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
@@ -28,6 +28,9 @@ from rag.generation import ChatMessage, Generator
 from rag.records import Hit
 from rag.retrieval import Retrieval, Retriever, condense_question
 from rag.sentences import split_sentences
+
+if TYPE_CHECKING:
+    from rag.sentence_ranking import RankedSentence
 
 REFUSAL = "The documents do not contain an answer to this question."
 SYSTEM_PROMPT = (
@@ -191,7 +194,7 @@ class AnswerStream:
         self.sources = number_sources(retrieval.hits if retrieval.found else retrieval.closest)
         self._pieces: list[str] = []
         self._answer: Answer | None = None
-        self._key: KeySentence | None = None
+        self._ranking: tuple[list[tuple[int, str]], list[RankedSentence]] | None = None
         self._error: Exception | None = None  # the generator failed mid-answer: the pieces are not an answer
 
     def __iter__(self) -> Iterator[str]:
@@ -202,11 +205,17 @@ class AnswerStream:
         generator = self.pipeline.generator
         generator.load()
         max_new = self.options.get("max_new_tokens") or self.pipeline.settings.max_new_tokens
-        prompt_key = self.pipeline.settings.prompt_key_sentence
-        key = self.key_sentence() if prompt_key else None
-        self.sources, messages = fit_sources(self.question, self.sources, generator, max_new, key)
-        if prompt_key and self.key_sentence() != key:  # fitting cut the key sentence's passage
-            messages = build_messages(self.question, self.sources, self.key_sentence())
+        settings = self.pipeline.settings
+        key = self.key_sentence() if settings.prompt_key_sentence else None
+        if settings.prompt_sentences:  # a focused prompt; the citations still point at the whole passages
+            from rag.sentence_ranking import focus_sources
+
+            focused = focus_sources(self.sources, self._ranked(), settings.prompt_sentences)
+            _, messages = fit_sources(self.question, focused, generator, max_new, key)
+        else:
+            self.sources, messages = fit_sources(self.question, self.sources, generator, max_new, key)
+            if key and self.key_sentence() != key:  # fitting cut the key sentence's passage
+                messages = build_messages(self.question, self.sources, self.key_sentence())
         temperature = self.options.get("temperature")
         texts = [s.text for s in self.sources]
         try:
@@ -221,16 +230,22 @@ class AnswerStream:
         """The passages' sentence that best answers the question, known before the first token.
 
         A page shows it above the answer while the answer streams; it is recomputed only if
-        fitting the prompt cut it from the last passage.
+        fitting the prompt cut the passages.
         """
         if self.refused:
             return None
-        key = self._key
-        if key is None or not any(s.n == key.n and key.text in s.text for s in self.sources):
-            from rag.grounding import key_sentence
+        from rag.sentence_ranking import key_sentence
 
-            key = self._key = key_sentence(self.question, self.sources, self.pipeline.retriever.embedder)
-        return key
+        return key_sentence(self.question, self.sources, self.pipeline.retriever.embedder, self._ranked())
+
+    def _ranked(self) -> list[RankedSentence]:
+        """The passages' sentences ranked for the question, once per set of passages."""
+        from rag.sentence_ranking import rank_sentences
+
+        shown = [(s.n, s.text) for s in self.sources]
+        if self._ranking is None or self._ranking[0] != shown:
+            self._ranking = (shown, rank_sentences(self.question, self.sources, self.pipeline.retriever.embedder))
+        return self._ranking[1]
 
     @property
     def streamed_text(self) -> str:
@@ -289,8 +304,9 @@ class AnswerPipeline:
     ) -> Answer:
         """Drop invalid citations, mark each sentence supported or not (with its reason and evidence),
         infer missing citations, and quote the key sentence (``key``, or found here)."""
-        from rag.grounding import GroundingChecker, key_sentence
+        from rag.grounding import GroundingChecker
         from rag.questions import missing_figure_warning
+        from rag.sentence_ranking import key_sentence
 
         text = clean_citations(raw, len(sources))
         sentences = split_sentences(text)

@@ -198,6 +198,13 @@ class Settings(BaseSettings):
         "before the question. Off: on the factual QA dev set it did not make the bundled model more accurate, "
         "and fewer of its wrong answers were caught (benchmarks/results/factual_qa.md).",
     )
+    prompt_sentences: int = Field(
+        0,
+        ge=0,
+        description="Give the model only the passages' N best sentences for the question (each with the one "
+        "before it) instead of whole passages; 0: whole passages. Citations and the shown sources stay the "
+        "whole passages.",
+    )
     grounding_threshold: float = Field(
         0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported."
     )

@@ -24,9 +24,7 @@ come closest (``closest``), so a page can highlight them inside the shown passag
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,11 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rag.answering import Evidence, KeySentence, SentenceCheck, Source, cited_numbers
+from rag.answering import Evidence, SentenceCheck, Source, cited_numbers
 from rag.embedding import Embedder
-from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, find_numbers, near_copy_changes
-from rag.keywords import STOP_WORDS, stem
-from rag.questions import asks_for_figure
+from rag.facts import CITATION, NEGATION, Fact, TextFacts, extract_facts, near_copy_changes
 from rag.relations import swapped_pairing
 from rag.sentences import sentence_spans, split_sentences
 
@@ -282,87 +278,6 @@ def append_citation(sentence: str, n: int) -> str:
     if match:
         return f"{sentence[: match.start()]} [{n}]{match.group()}"
     return f"{sentence} [{n}]"
-
-
-# The key sentence ---------------------------------------------------------------------------
-
-
-def _terms(text: str) -> list[str]:
-    return [stem(w) for w in re.findall(r"\w+", text.lower()) if w not in STOP_WORDS]
-
-
-def key_sentence(question: str, sources: Sequence[Source], embedder: Embedder) -> KeySentence | None:
-    """The one sentence of the passages that best answers ``question``, verbatim with file and page.
-
-    Each sentence scores by its cosine similarity to the question plus the BM25-weighted share of
-    the question's terms it holds (IDF over the retrieved sentences, so a term every sentence has
-    counts little). Half of its score comes from its window (the sentence before it in the same
-    passage, and itself), because an answering sentence often leaves its subject to the sentence
-    before ("We used λ = 1.1" after "... a linear combination of BM25 and DPR scores").
-    A question that asks for a figure prefers sentences holding a number the question does not.
-    Very short pieces (headings, table fragments) are damped.
-    """
-    candidates: list[PassageSentence] = []
-    windows: list[str] = []
-    for source in sources:
-        sentences = [p for p in passage_sentences(source) if re.search(r"\w", p.text)]
-        for i, sentence in enumerate(sentences):
-            candidates.append(sentence)
-            windows.append(f"{sentences[i - 1].text} {sentence.text}" if i else sentence.text)
-    if not question.strip() or not candidates:
-        return None
-    vectors = embedder.encode([question] + [c.text for c in candidates] + windows)
-    count = len(candidates)
-    cosine, window_cosine = vectors[1 : count + 1] @ vectors[0], vectors[count + 1 :] @ vectors[0]
-    terms = list(dict.fromkeys(_terms(question)))
-    relevance = _TermRelevance(terms, [Counter(_terms(c.text)) for c in candidates])
-    window_relevance = _TermRelevance(terms, [Counter(_terms(w)) for w in windows], idf=relevance.idf)
-    wants_number = asks_for_figure(question)
-    asked = {n.value for n in find_numbers(question)}
-    rank = {s.n: i for i, s in enumerate(sources)}
-    scores = []
-    for i, c in enumerate(candidates):
-        own = 0.6 * float(cosine[i]) + 0.4 * relevance.share(i)
-        window = 0.6 * float(window_cosine[i]) + 0.4 * window_relevance.share(i)
-        score = 0.5 * own + 0.5 * window
-        if wants_number and any(n.value not in asked for n in find_numbers(c.text)):
-            score += 0.1
-        words = len(c.text.split())
-        score *= min(1.0, (words + 2) / 8)  # a heading or a lone cell rarely answers
-        score -= 0.01 * rank[c.n]  # between equals, the better-ranked passage
-        scores.append(score)
-    best = int(np.argmax(scores))
-    chosen = candidates[best]
-    source = sources[rank[chosen.n]]
-    return KeySentence(chosen.text, source.source, source.page, chosen.n, round(float(scores[best]), 4))
-
-
-class _TermRelevance:
-    """BM25 weight of the question's terms in each text, as a share of the most it could be (0..1).
-
-    1.0 means every term once, in a text of average length; IDF comes from the retrieved sentences,
-    so a term every sentence has counts little.
-    """
-
-    def __init__(self, terms: list[str], documents: list[Counter[str]], idf: dict[str, float] | None = None) -> None:
-        self.terms = terms
-        self.documents = documents
-        self.lengths = [sum(d.values()) for d in documents]
-        self.average = sum(self.lengths) / (len(documents) or 1) or 1.0
-        if idf is None:
-            frequency = Counter(t for d in documents for t in set(d))
-            total = len(documents)
-            idf = {t: math.log(1 + (total - frequency[t] + 0.5) / (frequency[t] + 0.5)) for t in terms}
-        self.idf = idf
-
-    def share(self, i: int) -> float:
-        document, length = self.documents[i], self.lengths[i]
-        bm25 = sum(
-            self.idf[t] * document[t] * 2.2 / (document[t] + 1.2 * (0.25 + 0.75 * length / self.average))
-            for t in self.terms
-            if document[t]
-        )
-        return min(bm25 / (sum(self.idf.values()) or 1.0), 1.0)
 
 
 # ``rag check`` ------------------------------------------------------------------------------

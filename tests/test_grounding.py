@@ -17,7 +17,8 @@ from rag.answering import Source
 from rag.cli import main as rag_main
 from rag.embedding import Embedder
 from rag.facts import TextFacts, extract_facts
-from rag.grounding import GroundingChecker, find_sentence, key_sentence
+from rag.grounding import GroundingChecker, find_sentence
+from rag.sentence_ranking import key_sentence
 from rag.sentences import split_sentences
 from rag.services import Services
 

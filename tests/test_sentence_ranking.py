@@ -1,0 +1,130 @@
+"""Ranking the passages' sentences for a question, and the focused prompt built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from rag.answering import AnswerPipeline, Source
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.generation import ChatMessage
+from rag.pipeline import Ingestor
+from rag.retrieval import Retriever
+from rag.sentence_ranking import focus_sources, key_sentence, rank_sentences
+
+BANK = (
+    "Northbank was founded in 1911 in Halifax. The bank served 1,234 branches across Canada. "
+    "Its logo is a blue heron. Deposits grew by 4.5% in 2023. The head office moved to Toronto in 1960."
+)
+SOLAR = (
+    "The SolarMax 400 is a mono-crystalline module. The maximum module efficiency is 21.0 %. "
+    "It weighs 21.5 kg. The warranty covers 25 years of power output."
+)
+RIVERS = "The Zenda river floods every spring. Its delta holds three villages."
+
+
+def sources() -> list[Source]:
+    return [
+        Source(1, "/docs/bank.pdf", "bank.pdf", 3, 0.8, BANK),
+        Source(2, "/docs/solar.pdf", "solar.pdf", 1, 0.7, SOLAR),
+        Source(3, "/docs/rivers.txt", "rivers.txt", None, 0.5, RIVERS),
+    ]
+
+
+def test_ranking_puts_the_answering_sentence_first_and_keeps_every_sentence(embedder: Embedder) -> None:
+    given = sources()
+    ranked = rank_sentences("How many branches did Northbank serve?", given, embedder)
+    assert ranked[0].sentence.text == "The bank served 1,234 branches across Canada."
+    assert ranked[0].sentence.n == 1 and ranked[0].index == 1
+    assert len(ranked) == 5 + 4 + 2  # every sentence once
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    key = key_sentence("How many branches did Northbank serve?", given, embedder, ranked)
+    assert key is not None and key.text == ranked[0].sentence.text and (key.source, key.page) == ("/docs/bank.pdf", 3)
+
+
+def test_focused_sources_keep_their_numbers_the_sentence_before_and_mark_gaps(embedder: Embedder) -> None:
+    given = sources()
+    ranked = rank_sentences("What is the maximum efficiency of the SolarMax module?", given, embedder)
+    assert ranked[0].sentence.text == "The maximum module efficiency is 21.0 %."
+
+    [solar] = focus_sources(given, ranked, 1)
+    # the best sentence with the one before it, under the passage's own number; other passages left out
+    assert (solar.n, solar.source, solar.page) == (2, "/docs/solar.pdf", 1)
+    assert solar.text == "The SolarMax 400 is a mono-crystalline module. The maximum module efficiency is 21.0 %."
+
+    focused = focus_sources(given, ranked, 4)
+    assert 1 <= len(focused) <= 3
+    assert [s.n for s in focused] == sorted(s.n for s in focused)  # the retrieval order stays
+    for source in focused:
+        original = given[source.n - 1]
+        assert len(source.text) < len(original.text) or source.text == original.text
+        for piece in source.text.split(" … "):  # each run of sentences is verbatim from its passage
+            assert piece in original.text
+
+
+def test_focus_marks_a_gap_between_sentences_that_are_not_adjacent() -> None:
+    from rag.grounding import PassageSentence
+    from rag.sentence_ranking import RankedSentence
+
+    given = sources()
+    first = PassageSentence(1, 0, 0, "Northbank was founded in 1911 in Halifax.")
+    fourth = PassageSentence(1, 0, 0, "The head office moved to Toronto in 1960.")
+    ranked = [RankedSentence(fourth, 4, 0.9), RankedSentence(first, 0, 0.8)]
+    [bank] = focus_sources(given, ranked, 2)
+    assert bank.text == (
+        "Northbank was founded in 1911 in Halifax. … Deposits grew by 4.5% in 2023. "
+        "The head office moved to Toronto in 1960."
+    )
+
+
+class RecordingGenerator:
+    """The real generator, keeping the prompts the pipeline sends it."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.prompts: list[str] = []
+
+    @property
+    def context_window(self) -> int:
+        return self.real.context_window
+
+    def load(self) -> None:
+        self.real.load()
+
+    def count_tokens(self, text: str) -> int:
+        return self.real.count_tokens(text)
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self.real.prompt_tokens(messages)
+
+    def stream(self, messages: Sequence[ChatMessage], **kwargs) -> Iterator[str]:
+        self.prompts.append(messages[-1]["content"])
+        return self.real.stream(messages, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_focused_prompt_holds_the_best_sentences_and_the_answer_keeps_whole_passages(
+    settings: Settings, embedder: Embedder, store, generator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "bank.txt").write_text(BANK)
+    (folder / "solar.txt").write_text(SOLAR)
+    report = Ingestor(settings, embedder, store).ingest([folder])
+    assert not report.failed
+    focused = settings.model_copy(update={"max_new_tokens": 32, "prompt_sentences": 1})
+    recorder = RecordingGenerator(generator)
+    pipeline = AnswerPipeline(focused, Retriever(focused, embedder, store), recorder)
+
+    answer = pipeline.answer("How many branches did Northbank serve?")
+
+    [prompt] = recorder.prompts
+    assert "The bank served 1,234 branches across Canada." in prompt
+    assert "Its logo is a blue heron." not in prompt and "warranty" not in prompt  # the rest is left out
+    assert any(s.text == BANK.strip() or "blue heron" in s.text for s in answer.sources)  # shown whole
+    assert (
+        answer.key_sentence is not None and answer.key_sentence.text == "The bank served 1,234 branches across Canada."
+    )
