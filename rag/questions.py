@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from rag.facts import extract_facts
+from rag.facts import Number, extract_facts, find_numbers
 
 _HOW = r"how\s+(?:many|much|long|old|far|big|large|high|low|often|fast|heavy|tall|wide|deep|soon)"
 _WHAT_FIGURE = (
@@ -31,10 +31,47 @@ _WHAT_IS_MEASURE = (
 _ASKS_FOR_FIGURE = re.compile(rf"\b(?:{_HOW}|{_WHAT_FIGURE}|{_WHEN}|{_WHAT_IS_MEASURE})", re.IGNORECASE)
 FIGURE_KINDS = frozenset({"number", "year", "date"})
 # "Table 2" or "Section 4.1" point at where an answer might be; they are not one.
-_REFERENCE = re.compile(
+REFERENCE = re.compile(
     r"\b(?:table|tab|figure|fig|section|sec|chapter|page|p|pp|eq|equation|appendix|step|item)\.?\s*\d+(?:\.\d+)*",
     re.IGNORECASE,
 )
+
+
+_ASKS_DURATION = re.compile(
+    r"\b(?:for\s+)?how\s+long\s+(?:does|did|do|will|would|can|could|has|have|had|should|must|may|might|is\s+it|was\s+it)\b"
+    r"|\bhow\s+(?:many|much)\s+(?:more\s+)?(?:years|months|weeks|days|hours|minutes|seconds|time)\b"
+    r"|\b(?:for|in)\s+how\s+long\b",
+    re.IGNORECASE,
+)
+_ASKS_YEAR = re.compile(r"\b(?:(?:in\s+)?(?:what|which)\s+year|since\s+when|when\s+(?:did|was|were))\b", re.IGNORECASE)
+_ASKS_PERCENT = re.compile(r"\b(?:what|which)\s+(?:\w+\s+){0,2}?(?:percentage|percent|share)\b", re.IGNORECASE)
+DURATION_UNITS = frozenset({"ms", "s", "min", "h", "d", "wk", "mo", "y"})
+
+
+def asked_figure_kind(question: str) -> str | None:
+    """The kind of figure a question asks for, where its words say: "duration", "year" or "percent"."""
+    if _ASKS_DURATION.search(question):
+        return "duration"
+    if _ASKS_YEAR.search(question):
+        return "year"
+    if _ASKS_PERCENT.search(question):
+        return "percent"
+    return None
+
+
+def is_of_kind(number: Number, kind: str) -> bool:
+    """Whether a number found in a text is a figure of the asked ``kind`` ("70 years" is a duration)."""
+    if kind == "duration":
+        return number.unit in DURATION_UNITS
+    if kind == "percent":
+        return number.unit == "%"
+    return number.unit is None and number.scale is None and 1000 <= number.value <= 2999 and number.value % 1 == 0
+
+
+def new_figures(text: str, question: str) -> list[Number]:
+    """The numbers of ``text`` that could answer ``question``: not the question's own, not "Table 2"."""
+    asked = {n.value for n in find_numbers(question)}
+    return [n for n in find_numbers(REFERENCE.sub(" ", text)) if n.value not in asked]
 
 
 def asks_for_figure(question: str) -> bool:
@@ -44,7 +81,7 @@ def asks_for_figure(question: str) -> bool:
 
 def states_a_figure(sentences: Iterable[str], question: str) -> bool:
     """Whether any sentence states a figure, date or year that the question did not already give."""
-    plain = (_REFERENCE.sub(" ", s) for s in sentences)
+    plain = (REFERENCE.sub(" ", s) for s in sentences)
     return any(f.kind in FIGURE_KINDS for s in plain for f in extract_facts(s, question=question))
 
 

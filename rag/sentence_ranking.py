@@ -24,10 +24,9 @@ import numpy as np
 
 from rag.answering import KeySentence, Source
 from rag.embedding import Embedder
-from rag.facts import find_numbers
 from rag.grounding import PassageSentence, passage_sentences
 from rag.keywords import STOP_WORDS, stem
-from rag.questions import asks_for_figure
+from rag.questions import asked_figure_kind, asks_for_figure, is_of_kind, new_figures
 
 FOCUS_GAP = "…"  # stands between sentences of one passage that are not adjacent
 
@@ -53,7 +52,9 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
     counts little). Half of its score comes from its window (the sentence before it in the same
     passage, and itself), because an answering sentence often leaves its subject to the sentence
     before ("We used λ = 1.1" after "... a linear combination of BM25 and DPR scores").
-    A question that asks for a figure prefers sentences holding a number the question does not.
+    A question that asks for a figure prefers sentences holding a number the question does not
+    (a reference such as "Chapter 1" or "Table 2" is no answer), and a figure of the asked kind most:
+    a duration for "how long", a year for "which year", a percentage for "what share".
     Very short pieces (headings, table fragments) are damped.
     """
     candidates: list[tuple[PassageSentence, int]] = []
@@ -72,15 +73,17 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
     relevance = _TermRelevance(terms, [Counter(_terms(c.text)) for c, _ in candidates])
     window_relevance = _TermRelevance(terms, [Counter(_terms(w)) for w in windows], idf=relevance.idf)
     wants_number = asks_for_figure(question)
-    asked = {n.value for n in find_numbers(question)}
+    kind = asked_figure_kind(question)
     rank = {s.n: i for i, s in enumerate(sources)}
     ranked = []
     for i, (c, index) in enumerate(candidates):
         own = 0.6 * float(cosine[i]) + 0.4 * relevance.share(i)
         window = 0.6 * float(window_cosine[i]) + 0.4 * window_relevance.share(i)
         score = 0.5 * own + 0.5 * window
-        if wants_number and any(n.value not in asked for n in find_numbers(c.text)):
+        if wants_number and (figures := new_figures(c.text, question)):
             score += 0.1
+            if kind and any(is_of_kind(n, kind) for n in figures):
+                score += 0.05  # "70 years" for "how long", rather than the chapter's other numbers
         words = len(c.text.split())
         score *= min(1.0, (words + 2) / 8)  # a heading or a lone cell rarely answers
         score -= 0.01 * rank[c.n]  # between equals, the better-ranked passage
@@ -92,13 +95,24 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
 def key_sentence(
     question: str, sources: Sequence[Source], embedder: Embedder, ranked: Sequence[RankedSentence] | None = None
 ) -> KeySentence | None:
-    """The one sentence of the passages that best answers ``question``, verbatim with file and page."""
+    """The one sentence of the passages that best answers ``question``, verbatim with file and page.
+
+    When the question asks for a figure and the best sentence holds none but leans on the one
+    before it ("That's how long it took …" after "… fifty years."), both are quoted, as one
+    stretch of the passage.
+    """
     ranked = rank_sentences(question, sources, embedder) if ranked is None else ranked
     if not ranked:
         return None
     best = ranked[0]
     source = next(s for s in sources if s.n == best.sentence.n)
-    return KeySentence(best.sentence.text, source.source, source.page, source.n, round(best.score, 4))
+    start = best.sentence.start
+    if best.index and asks_for_figure(question) and not new_figures(best.sentence.text, question):
+        before = next((r.sentence for r in ranked if r.sentence.n == source.n and r.index == best.index - 1), None)
+        if before is not None and new_figures(before.text, question):
+            start = before.start
+    text = source.text[start : best.sentence.end]
+    return KeySentence(text, source.source, source.page, source.n, round(best.score, 4))
 
 
 def focus_sources(sources: Sequence[Source], ranked: Sequence[RankedSentence], sentences: int) -> list[Source]:

@@ -6,7 +6,7 @@ import pytest
 
 from app_pages.render import answer_html
 from rag.answering import Answer, SentenceCheck
-from rag.questions import asks_for_figure, missing_figure_warning
+from rag.questions import asked_figure_kind, asks_for_figure, is_of_kind, missing_figure_warning, new_figures
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,30 @@ def test_the_warning_reaches_json_and_the_page() -> None:
     html = answer_html(answer)
     assert 'class="rag-warning"' in html and "gives none" in html
     assert 'class="rag-warning"' not in answer_html(Answer("It is high.", False, [], answer.sentences, "How high?"))
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("How long does building the index take?", "duration"),
+        ("For how long were the encoders trained?", "duration"),
+        ("How many hours does the battery last?", "duration"),
+        ("In which year was the bank founded?", "year"),
+        ("When did the smelter close?", "year"),
+        ("What percentage of deposits is insured?", "percent"),
+        ("How long is the river?", None),  # a length, not a duration
+        ("How many branches does the bank have?", None),
+        ("Who founded the bank?", None),
+    ],
+)
+def test_the_asked_kind_of_figure(question: str, kind: str | None) -> None:
+    assert asked_figure_kind(question) == kind
+
+
+def test_figures_that_could_answer_leave_out_references_and_the_questions_own() -> None:
+    found = new_figures("Table 2 shows that in 2019 the 3 plants made 40 tonnes.", "What did the 3 plants make?")
+    assert [n.text for n in found] == ["2019", "40 tonnes"]
+    [years] = new_figures("It lasted 70 years.", "How long did it last?")
+    assert is_of_kind(years, "duration") and not is_of_kind(years, "year")
+    [year] = new_figures("It ended in 1887.", "When did it end?")
+    assert is_of_kind(year, "year") and not is_of_kind(year, "duration")

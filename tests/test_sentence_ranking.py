@@ -128,3 +128,34 @@ def test_a_focused_prompt_holds_the_best_sentences_and_the_answer_keeps_whole_pa
     assert (
         answer.key_sentence is not None and answer.key_sentence.text == "The bank served 1,234 branches across Canada."
     )
+
+
+LIGHTHOUSE = Source(
+    1,
+    "/docs/coast.pdf",
+    "coast.pdf",
+    12,
+    0.8,
+    "Chapter 3 The Lighthouse of Carrick. The keepers rebuilt the tower stone by stone over forty-one years, "
+    "finishing in 1887. That is how long it took to raise a light on the reef. "
+    "Volume 2 of the harbour records lists 14 keepers.",
+)
+
+
+def test_the_key_sentence_prefers_a_figure_of_the_asked_kind_over_references(embedder: Embedder) -> None:
+    key = key_sentence("In which year did the keepers finish the Carrick lighthouse?", [LIGHTHOUSE], embedder)
+    assert key is not None and "1887" in key.text
+    assert not key.text.startswith("Chapter 3")  # "Chapter 3" is a reference, not an answer
+
+
+def test_a_key_sentence_that_leans_on_the_one_before_quotes_both(embedder: Embedder) -> None:
+    question = "How long did it take to raise a light on the Carrick reef?"
+    ranked = rank_sentences(question, [LIGHTHOUSE], embedder)
+    assert ranked[0].sentence.text == "That is how long it took to raise a light on the reef."
+    key = key_sentence(question, [LIGHTHOUSE], embedder, ranked)
+    assert key is not None
+    assert key.text == (
+        "The keepers rebuilt the tower stone by stone over forty-one years, finishing in 1887. "
+        "That is how long it took to raise a light on the reef."
+    )
+    assert key.text in LIGHTHOUSE.text  # still the passage's own words, one stretch of it
