@@ -27,7 +27,7 @@ from rag.loading import LoadError, is_supported, load_document, source_key
 from rag.parallel_reading import PdfReaderPool, pdf_page_total
 from rag.readers.base import ReadOptions
 from rag.records import Chunk, FileResult, IngestReport, LoadedDocument, Outcome
-from rag.store import DocumentStore
+from rag.store import DocumentStore, VersionState
 from rag.uploads import StagedUpload, UploadError, remove_upload, stage_upload
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,15 @@ log = logging.getLogger(__name__)
 # BATCH_FILES files (or BATCH_CHARS characters of text), and their chunks embedded together.
 BATCH_FILES = 256
 BATCH_CHARS = 1_000_000
-# PDFs of at least this many pages are read by worker processes while their chunks embed.
-PARALLEL_MIN_PAGES = 64
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A file's version check, made on its bytes before it is read."""
+
+    source: str
+    content_hash: str
+    state: VersionState
 
 
 @dataclass
@@ -80,6 +87,14 @@ def new_result(document: LoadedDocument, path: Path) -> FileResult:
     result = FileResult(path, document.source, Outcome.ADDED, pages=document.page_total)
     result.ocr_pages, result.unread_pages = len(document.ocr_pages), document.unread_pages
     return result
+
+
+def checked_state(checked: Mapping[Path, Checked], path: Path, document: LoadedDocument) -> VersionState | None:
+    """The version check made before ``document`` was read, if it was made on the same bytes and name."""
+    check = checked.get(path)
+    if check is None or (check.source, check.content_hash) != (document.source, document.content_hash):
+        return None
+    return check.state
 
 
 def batch_chars(batch: list[tuple[Path, LoadedDocument | FileResult]]) -> int:
@@ -141,14 +156,15 @@ class Ingestor:
         store: DocumentStore,
         *,
         pdf_workers: int | None = None,
-        parallel_min_pages: int = PARALLEL_MIN_PAGES,
+        parallel_min_pages: int | None = None,
     ) -> None:
+        """``pdf_workers`` and ``parallel_min_pages`` override ``RAG_PDF_WORKERS`` and ``RAG_PARALLEL_MIN_PAGES``."""
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self._chunker: Chunker | None = None
-        self.pdf_pool = PdfReaderPool(pdf_workers)
-        self.parallel_min_pages = parallel_min_pages
+        self.pdf_pool = PdfReaderPool(pdf_workers or settings.pdf_workers or None)
+        self.parallel_min_pages = settings.parallel_min_pages if parallel_min_pages is None else parallel_min_pages
 
     @property
     def chunker(self) -> Chunker:
@@ -213,38 +229,103 @@ class Ingestor:
                 progress.on_file_done(result)
 
         batch: list[tuple[Path, LoadedDocument | FileResult]] = []  # read, not stored yet, in order
+        checked: dict[Path, Checked] = {}
+        unchanged: dict[Path, FileResult] = {}
         try:
-            for path in files:
+            for number, path in enumerate(files):
+                if number % BATCH_FILES == 0:  # one version check for the next files, before reading any
+                    checked = self.check_versions({p: named.get(p) for p in files[number : number + BATCH_FILES]})
+                    unchanged = self.unchanged_results(checked)
                 progress.on_file_start(path)
+                if path in unchanged:
+                    batch.append((path, unchanged[path]))  # in its place among the files read
+                    continue
                 big = self._big_pdf(path)
                 if big is not None:
-                    finish(self._store_batch(batch, progress))
+                    finish(self._store_batch(batch, progress, checked))
                     batch = []
-                    finish([self._ingest_big_pdf(path, named.get(path), *big, progress=progress)])
+                    check = checked.get(path)
+                    finish([self._ingest_big_pdf(path, named.get(path), *big, progress=progress, checked=check)])
                     continue
                 loaded = self.load_file(path, source=named.get(path), progress=progress)
                 if isinstance(loaded, LoadedDocument) and loaded.source in {
                     d.source for _, d in batch if isinstance(d, LoadedDocument)
                 }:
-                    finish(self._store_batch(batch, progress))  # one version of a source per batch
+                    finish(self._store_batch(batch, progress, checked))  # one version of a source per batch
                     batch = []
                 batch.append((path, loaded))
                 if len(batch) >= BATCH_FILES or batch_chars(batch) >= BATCH_CHARS:
-                    finish(self._store_batch(batch, progress))
+                    finish(self._store_batch(batch, progress, checked))
                     batch = []
-            finish(self._store_batch(batch, progress))
+            finish(self._store_batch(batch, progress, checked))
         finally:
             self.pdf_pool.close()
         report.seconds = time.perf_counter() - started
         return report
 
     def ingest_file(self, path: Path, *, source: str | None = None, progress: Progress | None = None) -> FileResult:
-        """Load, chunk, embed and store one file; never raises for a bad file."""
+        """Load, chunk, embed and store one file; never raises for a bad file. A file stored
+        already in this exact version is reported unchanged without being read."""
         progress = progress or Progress()
+        checked = self.check_versions({path: source})
+        unchanged = self.unchanged_results(checked)
+        if path in unchanged:
+            return unchanged[path]
         loaded = self.load_file(path, source=source, progress=progress)
         if isinstance(loaded, FileResult):
             return loaded
-        return self.ingest_document(loaded, path=path, progress=progress)
+        return self.ingest_document(loaded, path=path, progress=progress, state=checked_state(checked, path, loaded))
+
+    def check_versions(self, paths: Mapping[Path, str | None]) -> dict[Path, Checked]:
+        """Version checks of files (path -> stored name, None: the usual one) made on their bytes
+        before any reading, so that a stored scan is not OCR'd again to learn it is unchanged.
+        One round trip for all. Files that cannot be checked (unreadable, empty, too big, two
+        files under one name) are left out: the reader says why, or the usual check decides."""
+        hashes: dict[Path, tuple[str, str]] = {}
+        for path, source in paths.items():
+            digest = self._content_hash(path)
+            if digest is not None:
+                hashes[path] = (source or source_key(path), digest)
+        names = [name for name, _ in hashes.values()]
+        repeated = {name for name in names if names.count(name) > 1}
+        versions = {name: digest for name, digest in hashes.values() if name not in repeated}
+        if not versions:
+            return {}
+        states = self.store.version_states(versions, self.chunking)
+        return {
+            path: Checked(name, digest, states[name]) for path, (name, digest) in hashes.items() if name in versions
+        }
+
+    def unchanged_results(self, checked: Mapping[Path, Checked]) -> dict[Path, FileResult]:
+        """Results of the checked files stored completely in this exact version (pages as stored)."""
+        found = {path: check for path, check in checked.items() if check.state.complete}
+        pages = self._stored_pages([check.source for check in found.values()]) if found else {}
+        return {
+            path: FileResult(
+                path, check.source, Outcome.UNCHANGED, chunks=check.state.chunks, pages=pages.get(check.source, 0)
+            )
+            for path, check in found.items()
+        }
+
+    def _content_hash(self, path: Path) -> str | None:
+        """The SHA-256 of a supported file's bytes, as ``load_document`` records it; None where it cannot be read."""
+        try:
+            if not is_supported(path) or not path.is_file():
+                return None
+            size = path.stat().st_size
+            if size == 0 or size > self.settings.max_file_mb * 1_000_000:
+                return None
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def _stored_pages(self, sources: list[str]) -> dict[str, int]:
+        """The page counts stored with these documents: one document's rows, or one listing for many."""
+        if len(sources) == 1:
+            rows = self.store.rows_of(sources[0], ["doc_pages"])
+            return {sources[0]: int(rows[0]["doc_pages"])} if rows else {}
+        wanted = set(sources)
+        return {d.source: d.pages for d in self.store.list_documents() if d.source in wanted}
 
     def load_file(
         self, path: Path, *, source: str | None = None, progress: Progress | None = None
@@ -264,13 +345,22 @@ class Ingestor:
         return document
 
     def ingest_document(
-        self, document: LoadedDocument, *, path: Path | None = None, progress: Progress | None = None
+        self,
+        document: LoadedDocument,
+        *,
+        path: Path | None = None,
+        progress: Progress | None = None,
+        state: VersionState | None = None,
     ) -> FileResult:
-        """Chunk, embed and store a document already in memory (the evaluation commands use this)."""
+        """Chunk, embed and store a document already in memory (the evaluation commands use this).
+        ``state``: the version check already made on these bytes, if any."""
         progress = progress or Progress()
         path = path or Path(document.source)
         result = new_result(document, path)
-        known, complete = self.store.version_state(document.source, document.content_hash, self.chunking)
+        if state is None:
+            known, complete = self.store.version_state(document.source, document.content_hash, self.chunking)
+        else:
+            known, complete = state.known, state.complete
         if complete:
             result.outcome = Outcome.UNCHANGED
             result.chunks = self.store.count(document.source)
@@ -353,18 +443,28 @@ class Ingestor:
             self.store.remove_stale_many(firsts, chunking=self.chunking)
 
     def _store_batch(
-        self, batch: list[tuple[Path, LoadedDocument | FileResult]], progress: Progress
+        self,
+        batch: list[tuple[Path, LoadedDocument | FileResult]],
+        progress: Progress,
+        checked: Mapping[Path, Checked] | None = None,
     ) -> list[FileResult]:
-        """Store files read together, results in their order: one version check, one embedding
-        pass, one stale-chunk delete. If the write fails, every file being written fails and
-        none of its new chunks stay (the old versions do)."""
+        """Store files read together, results in their order: one version check (the one made
+        before reading, where the bytes read are the bytes checked), one embedding pass, one
+        stale-chunk delete. If the write fails, every file being written fails and none of its
+        new chunks stay (the old versions do)."""
+        checked = checked or {}
         documents = [(path, d) for path, d in batch if isinstance(d, LoadedDocument)]
         if len(documents) <= 1:  # one file: the per-file path, exactly
             return [
-                d if isinstance(d, FileResult) else self.ingest_document(d, path=path, progress=progress)
+                d
+                if isinstance(d, FileResult)
+                else self.ingest_document(d, path=path, progress=progress, state=checked_state(checked, path, d))
                 for path, d in batch
             ]
-        states = self.store.version_states({d.source: d.content_hash for _, d in documents}, self.chunking)
+        states = {d.source: state for path, d in documents if (state := checked_state(checked, path, d)) is not None}
+        unchecked = {d.source: d.content_hash for _, d in documents if d.source not in states}
+        if unchecked:
+            states.update(self.store.version_states(unchecked, self.chunking))
         results: dict[int, FileResult] = {}
         pending: list[Chunk] = []
         writing: list[tuple[FileResult, LoadedDocument, bool]] = []
@@ -405,7 +505,14 @@ class Ingestor:
         return (data, pages) if pages is not None and pages >= self.parallel_min_pages else None
 
     def _ingest_big_pdf(
-        self, path: Path, source: str | None, data: bytes, page_total: int, *, progress: Progress
+        self,
+        path: Path,
+        source: str | None,
+        data: bytes,
+        page_total: int,
+        *,
+        progress: Progress,
+        checked: Checked | None = None,
     ) -> FileResult:
         """A big PDF read by the worker pool, range by range, each range chunked and its chunks
         embedded as they arrive. Rows carry the document's chunk count, so writing starts once
@@ -414,7 +521,10 @@ class Ingestor:
         source = source or source_key(path)
         content_hash = hashlib.sha256(data).hexdigest()
         result = FileResult(path, source, Outcome.ADDED, pages=page_total)
-        known, complete = self.store.version_state(source, content_hash, self.chunking)
+        if checked is not None and (checked.source, checked.content_hash) == (source, content_hash):
+            known, complete = checked.state.known, checked.state.complete  # checked before reading
+        else:
+            known, complete = self.store.version_state(source, content_hash, self.chunking)
         if complete:
             result.outcome, result.chunks = Outcome.UNCHANGED, self.store.count(source)
             return result

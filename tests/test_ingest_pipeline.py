@@ -419,3 +419,50 @@ def test_uploaded_files_are_stored_under_the_name_given(
 
     assert [(f.source, f.outcome) for f in report.files] == [("report.txt", Outcome.ADDED)]
     assert [d.source for d in store.list_documents()] == ["report.txt"]
+
+
+# The version check comes before reading --------------------------------------------------
+
+
+@pytest.mark.slow  # the scan is OCR'd once, a few seconds a page on two cores
+def test_an_unchanged_scan_is_not_read_again(
+    tmp_path: Path, ingestor: Ingestor, store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanned PDF under the parallel-reading threshold is hashed and found stored before any
+    reading: a second ingest (folder or upload path) never reaches the OCR engine."""
+    from rag import ocr
+
+    scan = tmp_path / "court-order-scan.pdf"
+    scan.write_bytes((Path(__file__).resolve().parent / "data" / "ocr" / "court-order-scan.pdf").read_bytes())
+    first = ingestor.ingest([scan]).files[0]
+    assert (first.outcome, first.pages, first.ocr_pages) == (Outcome.ADDED, 2, 2), first.error
+    assert first.chunks >= 1
+
+    calls: list[int] = []
+
+    def engine_that_must_not_run(image: object) -> str:
+        calls.append(1)
+        raise RuntimeError("the OCR engine ran for a file whose version is stored")
+
+    monkeypatch.setattr(ocr, "recognise", engine_that_must_not_run)
+    again = ingestor.ingest([scan]).files[0]
+    upload = ingestor.ingest_file(scan, source=first.source)
+    for result in (again, upload):
+        assert (result.outcome, result.chunks, result.pages, result.error) == (
+            Outcome.UNCHANGED,
+            first.chunks,
+            2,
+            None,
+        )
+    assert calls == []
+    assert_one_complete_version(store, first.source, first.chunks)
+
+    # From the other side: changed bytes are read again, and reading reaches the engine.
+    scan.write_bytes(scan.read_bytes() + b"\n% another version\n")
+    try:
+        changed = ingestor.ingest([scan]).files[0]
+    except RuntimeError:
+        changed = None
+    assert calls, "a changed file was not read"
+    assert changed is None or changed.outcome is not Outcome.UNCHANGED
+    assert_one_complete_version(store, first.source, first.chunks)  # the old version stays whole

@@ -89,7 +89,8 @@ def test_a_batch_of_small_files_stores_what_one_file_at_a_time_does(tmp_path: Pa
                     "remove_stale_many": 1,
                 }
             else:
-                assert calls.counts["version_state"] == len(files) - 1
+                # one version check per file, made on its bytes before reading it
+                assert (calls.counts["version_state"], calls.counts["version_states"]) == (0, len(files))
             files[3].write_text(note("rust", 3))
         finally:
             store.close()
@@ -215,3 +216,28 @@ def test_a_crashed_reader_fails_that_pdf_only(
         assert retried.outcome is Outcome.ADDED and retried.chunks > 0
     finally:
         store.close()
+
+
+def test_reader_processes_and_page_threshold_are_settings(
+    pdfs: Path, monkeypatch: pytest.MonkeyPatch, embedder
+) -> None:
+    """``RAG_PDF_WORKERS`` and ``RAG_PARALLEL_MIN_PAGES`` reach the ingestor; defaults are as before."""
+    from rag.parallel_reading import default_workers
+
+    pdf = pdfs / "multi-column.pdf"  # 13 pages
+    default = Ingestor(Settings(), embedder, None)  # type: ignore[arg-type]  # never touches the store here
+    assert (default.pdf_pool.workers, default.parallel_min_pages) == (default_workers(), 64)
+    assert default._big_pdf(pdf) is None  # 13 pages: read inline
+
+    for threshold, parallel in (("13", True), ("14", False), ("0", False)):
+        monkeypatch.setenv("RAG_PDF_WORKERS", "3")
+        monkeypatch.setenv("RAG_PARALLEL_MIN_PAGES", threshold)
+        ingestor = Ingestor(Settings(), embedder, None)  # type: ignore[arg-type]
+        assert (ingestor.pdf_pool.workers, ingestor.parallel_min_pages) == (3, int(threshold))
+        assert (ingestor._big_pdf(pdf) is not None) is parallel, threshold
+
+    overridden = Ingestor(Settings(), embedder, None, pdf_workers=1, parallel_min_pages=2)  # type: ignore[arg-type]
+    assert (overridden.pdf_pool.workers, overridden.parallel_min_pages) == (1, 2)
+    monkeypatch.setenv("RAG_PDF_WORKERS", "-1")
+    with pytest.raises(ValueError, match="pdf_workers"):
+        Settings()
