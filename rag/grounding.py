@@ -189,7 +189,7 @@ class GroundingChecker:
         swap = None
         if self.use_pairings:
             figures = [f for f in facts if f.kind in ("number", "year") and f not in missing]
-            swap = swapped_pairing(sentence, [sources[by_number[n]].text for n in group], figures) if figures else None
+            swap = swapped_pairing(sentence, [sources[by_number[n]].text for n in group], figures)
         negation_change = None
         quoted = False
         if self.use_near_copy and members:

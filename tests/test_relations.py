@@ -12,7 +12,7 @@ from rag.answering import Source
 from rag.embedding import Embedder
 from rag.grounding import GroundingChecker
 from rag.readers.tables import table_lines
-from rag.relations import respectively_pairings, swapped_pairing, table_pairings
+from rag.relations import name_pairings, respectively_pairings, swapped_pairing, table_pairings, table_rows
 
 LAYOUTPARSER = (
     "The models are trained on the layout datasets listed below. "
@@ -101,3 +101,155 @@ def test_the_checker_marks_a_swapped_figure_with_its_reason(embedder: Embedder) 
     # the check before the pairing rule, on the same sentence: both figures are in the source
     [old] = GroundingChecker(embedder, 0.45, pairings=False).check([wrong.text], given, question)
     assert old.supported
+
+
+# Columns of a row-written table: a figure of the named row under another column's header.
+MODELS = "\n".join(
+    table_lines(
+        [
+            ["Model", "Backbone", "AP", "Params (M)"],
+            ["base", "ResNet 50", 72.3, 44],
+            ["large", "ResNet 101", 75.1, 63],
+        ]
+    )
+)
+REVENUE = "\n".join(table_lines([["Segment", "2022", "2023"], ["Cloud", 5.1, 6.3], ["Devices", 2.4, 2.2]]))
+
+
+def test_table_rows_keep_each_figure_with_its_column() -> None:
+    base, large = table_rows(MODELS)
+    assert (base.label, large.label) == ("base", "large")
+    assert [(c.header, [v.text for v in c.values]) for c in base.cells] == [
+        ("Backbone", ["50"]),
+        ("AP", ["72.3"]),
+        ("Params (M)", ["44"]),
+    ]
+    assert base.cells[0].words == {"resnet"}  # the cell's own words name its column too
+    assert table_rows("Segment: Cloud; 2022: 5.1; 2023: 6.3")[0].keys == {"cloud"}  # a lone row: all its label
+    assert table_rows("Model: base; Comment: fast\nModel: large; Comment: slow") == []  # no figures in its cells
+
+
+@pytest.mark.parametrize(
+    ("sentence", "source", "swap"),
+    [
+        ("The base model's AP is 50.", MODELS, ("50", "AP", "Backbone")),
+        ("The large model's AP is 63 [1].", MODELS, ("63", "AP", "Params (M)")),
+        ("The 2023 revenue of Cloud was 5.1 billion.", REVENUE, ("5.1 billion", "2023", "2022")),
+        ("Devices revenue was 2.4 in 2023.", REVENUE, ("2.4", "2023", "2022")),
+    ],
+)
+def test_a_figure_under_another_column_of_the_named_row_is_a_swap(
+    sentence: str, source: str, swap: tuple[str, str, str]
+) -> None:
+    found = swapped_pairing(sentence, [source])
+    assert found is not None
+    assert (found.value, found.said, found.source_says) == swap
+
+
+@pytest.mark.parametrize(
+    ("sentence", "source"),
+    [
+        # the right column
+        ("The base model's AP is 72.3.", MODELS),
+        ("The large model has 63 M parameters and an AP of 75.1.", MODELS),
+        ("Cloud revenue was 6.3 in 2023.", REVENUE),
+        # the other column's own figure is there, or the figure's own cell is named
+        ("The base model reaches an AP of 72.3 with a ResNet 50 backbone.", MODELS),
+        ("The base model uses ResNet 50 and has the best AP.", MODELS),
+        ("In 2023, Cloud revenue was 6.3, up from 5.1.", REVENUE),
+        ("Cloud revenue rose from 5.1 to 6.3 in 2023.", REVENUE),
+        # no column named, or no row named
+        ("The base model scores 50.", MODELS),
+        ("An AP of 50 is reported.", MODELS),
+        ("Revenue was 5.1 in 2023.", REVENUE),
+        # a header word in another clause than the figure
+        ("The base model is small at 44, its AP the best of the two.", MODELS),
+        # a negation: "not 50" is true
+        ("The base model's AP is not 50.", MODELS),
+        # prose with the same words, not a table
+        ("The base model: AP 72.3, and it uses 50 layers.", MODELS.replace("; ", ", ")),
+        # the passage says so outside the table
+        ("The base model's AP is 50.", MODELS + "\nAfter tuning, the AP of the base model rose to 50."),
+    ],
+)
+def test_a_figure_under_its_own_column_or_with_no_column_named_is_not_a_swap(sentence: str, source: str) -> None:
+    assert swapped_pairing(sentence, [source]) is None
+
+
+# "respectively" with names as the paired values.
+OFFICES = "Alice and Bob lead the Paris and Rome offices, respectively."
+CORPORA = "The encoders BERT and RoBERTa were trained on “Wikipedia” and “CommonCrawl”, respectively [2]."
+
+
+def test_a_respectively_sentence_pairs_two_name_lists_in_order() -> None:
+    assert [(p.subject, p.value) for p in name_pairings(OFFICES)] == [("Alice", "Paris"), ("Bob", "Rome")]
+    assert [(p.subject, p.value) for p in name_pairings(CORPORA)] == [
+        ("BERT", "Wikipedia"),
+        ("RoBERTa", "CommonCrawl"),
+    ]
+    three = "Alice, Bob, and Carol lead the Paris, the Rome and the Oslo offices, respectively."
+    assert [p.value for p in name_pairings(three)] == ["Paris", "Rome", "Oslo"]
+    assert name_pairings("Alice, Bob and Carol lead the Paris and Rome offices, respectively.") == []  # 3 to 2
+    assert name_pairings("Alice and Bob lead the Paris and Rome offices.") == []  # no "respectively"
+    assert name_pairings("Alice and the team lead the Paris and Rome offices, respectively.") == []  # one name list
+    assert name_pairings(LAYOUTPARSER.split(". ")[1]) == []  # figures: respectively_pairings has it
+
+
+@pytest.mark.parametrize(
+    ("sentence", "source", "swap"),
+    [
+        ("Alice leads the Rome office.", OFFICES, ("Rome", "Alice", "Bob")),
+        ("The Paris office is led by Bob [1].", OFFICES, ("Paris", "Bob", "Alice")),
+        ("RoBERTa was trained on Wikipedia.", CORPORA, ("Wikipedia", "RoBERTa", "BERT")),
+    ],
+)
+def test_a_name_given_for_another_item_is_a_swap(sentence: str, source: str, swap: tuple[str, str, str]) -> None:
+    found = swapped_pairing(sentence, [source])
+    assert found is not None
+    assert (found.value, found.said, found.source_says) == swap
+
+
+@pytest.mark.parametrize(
+    ("sentence", "source"),
+    [
+        ("Alice leads the Paris office.", OFFICES),
+        ("Bob leads the Rome office [1].", OFFICES),
+        ("Alice leads the Paris office and Bob the Rome office.", OFFICES),
+        ("BERT was trained on Wikipedia.", CORPORA),
+        ("The Rome office is one of two.", OFFICES),  # names no item
+        ("Alice leads an office.", OFFICES),  # names no paired name
+        ("Alice does not lead the Rome office.", OFFICES),  # a negation: true
+        ("Alice works with the Paris office and the Rome office.", OFFICES),  # her own name is there too
+        ("Alice moved to Rome.", OFFICES + " In 2024 Alice moved to Rome."),  # the source says so elsewhere
+        ("Alice leads the Rome office.", "Alice and Bob visited the Paris and Rome offices."),  # no pairing
+        ("Alice leads the Rome office.", "Alice, Bob and Carol lead the Paris and Rome offices, respectively."),
+    ],
+)
+def test_a_name_with_its_own_item_or_no_pairing_is_not_a_swap(sentence: str, source: str) -> None:
+    assert swapped_pairing(sentence, [source]) is None
+
+
+def test_another_cited_source_that_says_so_cancels_a_swap() -> None:
+    tuned = "After tuning, the AP of the base model rose to 50."
+    assert swapped_pairing("The base model's AP is 50 [1][2].", [MODELS, tuned]) is None
+    assert swapped_pairing("The base model's AP is 50 [1][2].", [MODELS, "The base model is fast."]) is not None
+    moved = "In 2024 Alice moved to Rome."
+    assert swapped_pairing("Alice moved to Rome [1][2].", [OFFICES, moved]) is None
+    assert swapped_pairing("Alice moved to Rome [1][2].", [OFFICES, "Carol moved to Rome."]) is not None
+
+
+def test_the_checker_marks_a_swapped_column_and_a_swapped_name_with_their_reasons(embedder: Embedder) -> None:
+    checker = GroundingChecker(embedder, threshold=0.45)
+    table = [Source(1, "docs/models.xlsx", "models.xlsx", 1, 0.8, MODELS)]
+    wrong, right = checker.check(["The base model's AP is 50 [1].", "The base model's AP is 72.3 [1]."], table, "")
+    assert not wrong.supported
+    assert wrong.reason == "source [1] gives 50 for “Backbone”, not “AP”"
+    assert right.supported, right.reason
+    offices = [Source(1, "docs/staff.md", "staff.md", 1, 0.8, OFFICES + " Both offices opened in 2019.")]
+    question = "Who leads the Rome office?"
+    wrong, right = checker.check(
+        ["Alice leads the Rome office [1].", "Bob leads the Rome office [1]."], offices, question
+    )
+    assert not wrong.supported
+    assert wrong.reason == "source [1] gives Rome for “Bob”, not “Alice”"
+    assert right.supported, right.reason
