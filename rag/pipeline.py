@@ -265,12 +265,26 @@ class Ingestor:
 
     def ingest_file(self, path: Path, *, source: str | None = None, progress: Progress | None = None) -> FileResult:
         """Load, chunk, embed and store one file; never raises for a bad file. A file stored
-        already in this exact version is reported unchanged without being read."""
+        already in this exact version is reported unchanged without being read. A big PDF goes
+        to the reader pool, as in ``ingest`` (uploads too), and the pool is closed on return:
+        the upload jobs make an ingestor per file, and its worker processes must not outlive it."""
         progress = progress or Progress()
         checked = self.check_versions({path: source})
         unchanged = self.unchanged_results(checked)
         if path in unchanged:
             return unchanged[path]
+        big = self._big_pdf(path)
+        if big is None:
+            return self._ingest_inline(path, source, progress, checked)
+        try:
+            return self._ingest_big_pdf(path, source, *big, progress=progress, checked=checked.get(path))
+        finally:
+            self.pdf_pool.close()
+
+    def _ingest_inline(
+        self, path: Path, source: str | None, progress: Progress, checked: Mapping[Path, Checked]
+    ) -> FileResult:
+        """One file read in this process, then chunked, embedded and stored."""
         loaded = self.load_file(path, source=source, progress=progress)
         if isinstance(loaded, FileResult):
             return loaded
@@ -517,7 +531,10 @@ class Ingestor:
         """A big PDF read by the worker pool, range by range, each range chunked and its chunks
         embedded as they arrive. Rows carry the document's chunk count, so writing starts once
         the last page is read (vectors wait in memory until then); a failure before that writes
-        nothing. Pages are read as the inline reader reads them, OCR included (in the workers)."""
+        nothing. Pages are read as the inline reader reads them, OCR included (in the workers).
+        Progress is pages while reading, then chunks as they are written (those embedded while
+        reading come first): the chunk total is known only once the last page is read."""
+        title = Path(source).name if source else path.name  # as load_document names it (uploads: not the staging file)
         source = source or source_key(path)
         content_hash = hashlib.sha256(data).hexdigest()
         result = FileResult(path, source, Outcome.ADDED, pages=page_total)
@@ -541,21 +558,20 @@ class Ingestor:
                 progress.on_pages(pages[-1].number, page_total)
                 while len(located) - len(vectors) >= group:
                     vectors += list(self.embedder.encode([text for _, text in located[len(vectors) :][:group]]))
-                    progress.on_chunks(len(vectors), len(located))
         except LoadError as exc:
             return FileResult(path, source, Outcome.FAILED, pages=page_total, error=str(exc))
         except Exception as exc:
             log.exception("ingest of %s failed", path)
             return FileResult(path, source, Outcome.FAILED, pages=page_total, error=f"could not store it: {exc}")
         if not located:  # no text at all: the inline reader says why, in its words
-            return self.ingest_file(path, source=source, progress=progress)
+            return self._ingest_inline(path, source, progress, {path: checked} if checked else {})
         result.ocr_pages, result.unread_pages = len(ocr_pages), tuple(unread_pages)
         chunks = [
             Chunk(
                 id=chunk_id(source, content_hash, index),
                 text=text,
                 source=source,
-                title=path.name,
+                title=title,
                 page=page,
                 index=index,
                 count=len(located),

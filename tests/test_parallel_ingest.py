@@ -4,6 +4,7 @@ one file at a time, on real Milvus Lite with the bundled model."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,30 @@ def test_reader_processes_and_page_threshold_are_settings(
     monkeypatch.setenv("RAG_PDF_WORKERS", "-1")
     with pytest.raises(ValueError, match="pdf_workers"):
         Settings()
+
+
+def test_a_big_pdf_upload_without_text_fails_as_the_inline_reader_says(
+    tmp_path: Path, settings: Settings, embedder, make_pdf
+) -> None:
+    """An upload goes the big-PDF way too; with no text at all it falls back to the inline reader
+    (once: no loop back into the pool) and fails in its words, with nothing stored or kept."""
+    blank = make_pdf(tmp_path / "blank.pdf", [""] * 6).read_bytes()
+    store = DocumentStore(settings, embedder).open()
+    errors = {}
+    try:
+        for threshold in (4, 0):  # the reader pool, then inline only
+            ingestor = Ingestor(settings, embedder, store, parallel_min_pages=threshold)
+            ingestor.pdf_pool = PdfReaderPool(workers=1, pages_per_task=4)
+            calls = Calls(ingestor.pdf_pool, ["pages", "close"]).counts
+
+            result = ingestor.ingest_upload("blank.pdf", blank)
+
+            assert (calls["pages"], calls["close"] >= 1) == ((1, True) if threshold else (0, False))
+            assert multiprocessing.active_children() == []  # the upload's reader processes are gone
+            assert (result.outcome, result.chunks) == (Outcome.FAILED, 0)
+            errors[threshold] = result.error
+            assert store.count() == 0
+            assert list(settings.uploads_dir.iterdir()) == []  # the staging file is removed
+    finally:
+        store.close()
+    assert errors[4] == errors[0] and errors[4].startswith("no text could be extracted from any of its 6 pages")

@@ -6,17 +6,25 @@ The jobs ingest real files: PDFs from tests/data/pdfs and small text files writt
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import re
 from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
+from rag.loading import source_key
+from rag.parallel_reading import CRASH_PAGE_VARIABLE, PAGES_PER_TASK, PdfReaderPool
+from rag.pipeline import Ingestor
 from rag.services import Services
+from rag.store import DocumentStore
 from rag.upload_jobs import JobState, UploadJob, UploadJobs
 from rag.uploads import stage_upload
 
 WAIT_S = 300
+BIG_PAGES = 64  # RAG_PARALLEL_MIN_PAGES's default: a PDF this long is read by the reader pool
+ROW_FIELDS = ["title", "text", "page", "chunk_index", "chunk_count", "doc_hash", "doc_pages", "chunking"]
 
 
 @pytest.fixture()
@@ -203,3 +211,134 @@ def test_a_job_that_raises_fails_with_the_reason_and_the_worker_goes_on(
     assert first.state is JobState.FAILED and first.error == "the store went away"
     assert second.state is JobState.DONE, second.describe()
     assert files_in(services.settings.uploads_dir) == ["second.txt"], "the failed job's staging file is removed"
+
+
+def ledger_pages(version: int) -> list[str]:
+    """Distinct text on each of BIG_PAGES pages; every seventh page is long enough for two chunks."""
+    topics = ["whales", "volcanoes", "bread", "tides", "glaciers", "bees", "comets"]
+    return [
+        " ".join(
+            f"Ledger {version}, page {n}, entry {i}: station {n} logged {n * 13 + i} samples of {topics[n % 7]}."
+            for i in range(20 if n % 7 == 0 else 4)
+        )
+        for n in range(1, BIG_PAGES + 1)
+    ]
+
+
+def stored(store: DocumentStore) -> list[tuple]:
+    """Every stored row's source and chunk fields (no id, no vector), in chunk order."""
+    rows = store.milvus.rows(["source", *ROW_FIELDS])
+    return sorted((tuple(r[f] for f in ["source", *ROW_FIELDS]) for r in rows), key=lambda r: (r[0], r[4]))
+
+
+@pytest.fixture()
+def pool_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The page totals of the files the reader pool is asked for (the real pool still reads them)."""
+    reads: list[int] = []
+    real_pages = PdfReaderPool.pages
+
+    def pages(self, path, content_hash, page_total, *args, **kwargs):
+        reads.append(page_total)
+        return real_pages(self, path, content_hash, page_total, *args, **kwargs)
+
+    monkeypatch.setattr(PdfReaderPool, "pages", pages)
+    return reads
+
+
+def described_states(jobs: UploadJobs, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Every state a job goes through, in words, as the page would show it (job id, words)."""
+    seen: list[tuple[int, str]] = []
+    real_set = jobs._set
+
+    def recording(job: UploadJob, **changes: object) -> None:
+        real_set(job, **changes)
+        seen.append((job.id, job.describe()))
+
+    monkeypatch.setattr(jobs, "_set", recording)
+    return seen
+
+
+@pytest.mark.slow
+def test_a_big_pdf_upload_is_read_by_the_reader_pool_as_the_command_line_reads_it(
+    services: Services, jobs: UploadJobs, make_pdf, tmp_path: Path, pool_reads, monkeypatch
+):
+    settings = services.settings
+    assert settings.parallel_min_pages == BIG_PAGES
+    monkeypatch.setattr(settings, "embedding_batch_size", 2)  # groups of 8 chunks: embedded while pages arrive
+    pdf = make_pdf(tmp_path / "ledger.pdf", ledger_pages(1))
+    seen = described_states(jobs, monkeypatch)
+    children = multiprocessing.active_children()
+
+    job = jobs.submit(services, "ledger.pdf", pdf.read_bytes())
+    assert jobs.wait_idle(WAIT_S)
+
+    assert job.state is JobState.DONE, job.describe()
+    assert pool_reads == [BIG_PAGES], "the upload went to the reader pool"
+    assert multiprocessing.active_children() == children, "its reader processes ended with it"
+    result = job.result
+    assert result is not None and (result.outcome.value, result.pages) == ("added", BIG_PAGES)
+    assert BIG_PAGES < result.chunks < 2 * BIG_PAGES
+    words = [w for i, w in seen if i == job.id]
+    reading = [w for w in words if w.startswith("reading page")]
+    embedding = [w for w in words if w.startswith("embedding")]
+    step = PAGES_PER_TASK
+    assert reading == [f"reading page {n} of {BIG_PAGES}" for n in range(step, BIG_PAGES + 1, step)]
+    assert words.index(embedding[0]) > words.index(reading[-1]), "pages first, then chunks: " + str(words)
+    assert words[-1] == f"added ({BIG_PAGES} pages, {result.chunks} chunks)"
+    assert set(words) == {"reading", *reading, *embedding, words[-1]}, words
+    counts = [tuple(map(int, re.findall(r"\d+", w))) for w in embedding]
+    assert {total for _, total in counts} == {result.chunks}, "the chunk total is known from the start"
+    done = [d for d, _ in counts]
+    assert done == sorted(done) and done[-1] == result.chunks and done[0] > 0
+    assert files_in(settings.uploads_dir) == ["ledger.pdf"], "committed, no staging file"
+    assert (settings.uploads_dir / "ledger.pdf").read_bytes() == pdf.read_bytes()
+
+    uploaded = stored(services.store())
+    cli_settings = settings.model_copy(update={"collection": "cli_docs"})
+    cli_store = DocumentStore(cli_settings, services.embedder).open()
+    try:
+        report = Ingestor(cli_settings, services.embedder, cli_store).ingest([pdf])
+        by_cli = stored(cli_store)
+    finally:
+        cli_store.close()
+    [cli_result] = report.files
+    assert (cli_result.outcome, cli_result.pages, cli_result.chunks) == (result.outcome, BIG_PAGES, result.chunks)
+    assert pool_reads == [BIG_PAGES, BIG_PAGES]
+    assert {r[0] for r in uploaded} == {"ledger.pdf"} and {r[0] for r in by_cli} == {source_key(pdf)}
+    assert [r[1:] for r in uploaded] == [r[1:] for r in by_cli], "the same chunks on the same pages"
+    assert {r[1] for r in uploaded} == {"ledger.pdf"}, "titled by the upload's name, not its staging file"
+    assert [r[3] for r in uploaded] == sorted(r[3] for r in uploaded) and {r[3] for r in uploaded} == set(
+        range(1, BIG_PAGES + 1)
+    ), "every page cited, in order"
+    assert len(uploaded) == result.chunks and {r[5] for r in uploaded} == {result.chunks}
+
+
+@pytest.mark.slow
+def test_a_reader_crash_fails_that_upload_and_leaves_the_store_and_uploads_as_before(
+    services: Services, jobs: UploadJobs, make_pdf, tmp_path: Path, pool_reads, monkeypatch
+):
+    uploads = services.settings.uploads_dir
+    monkeypatch.setattr(services.settings, "pdf_workers", 1)  # ranges read one after another: 1-32 come back
+    old = make_pdf(tmp_path / "old.pdf", ledger_pages(1)[:2]).read_bytes()  # a short earlier version: read inline
+    first = jobs.submit(services, "ledger.pdf", old)
+    assert jobs.wait_idle(WAIT_S) and first.state is JobState.DONE, first.describe()
+    assert pool_reads == []
+    before = stored(services.store())
+    assert len(before) >= 2 and files_in(uploads) == ["ledger.pdf"]
+    seen = described_states(jobs, monkeypatch)
+    children = multiprocessing.active_children()
+    monkeypatch.setenv(CRASH_PAGE_VARIABLE, "40")  # the worker reading pages 33-40 exits at once
+
+    crashed = jobs.submit(services, "ledger.pdf", make_pdf(tmp_path / "new.pdf", ledger_pages(2)).read_bytes())
+    assert jobs.wait_idle(WAIT_S)
+
+    assert pool_reads == [BIG_PAGES]
+    assert crashed.state is JobState.FAILED, crashed.describe()
+    assert (crashed.error or "").startswith("a PDF reader process crashed while reading this file"), crashed.error
+    assert crashed.describe() == f"failed — {crashed.error}"
+    assert crashed.result is not None and crashed.result.chunks == 0
+    assert crashed.pages == (32, BIG_PAGES), "pages read until the crash were shown"
+    assert f"reading page 32 of {BIG_PAGES}" in [w for i, w in seen if i == crashed.id]
+    assert stored(services.store()) == before, "nothing of the new version stored, the old one whole"
+    assert files_in(uploads) == ["ledger.pdf"] and (uploads / "ledger.pdf").read_bytes() == old
+    assert multiprocessing.active_children() == children
