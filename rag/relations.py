@@ -17,8 +17,9 @@ words that name only another item of the same list or table, and none that name 
 It swaps a column when it names a row, a figure of that row and, next to the figure, the header
 of another column ("the base model's AP is 50" where 50 is its backbone), and neither that
 column's own figure nor anything of the figure's own cell. A sentence with a negation is not
-checked ("Alice does not lead the Rome office" is true), nor is a column or name pairing that
-another sentence of the cited sources states too ("In 2024 Alice moved to Rome").
+checked ("Alice does not lead the Rome office" is true), nor is a pairing that another sentence
+of the cited sources states too ("In 2024 Alice moved to Rome"), nor a table row named by a word
+of any of its cells ("DPR" in the row ``Training: Single; Model: DPR``).
 
     >>> swapped_pairing("The base model uses ResNet 101.", [source_text])
     Swap(value='101', said='base model', source_says='large model')
@@ -62,6 +63,8 @@ class Pairing:
     subject: str  # as written: "large model", "Q3 2024"
     keys: frozenset[str]  # word keys that name this item and no other item of its group
     values: tuple[Number, ...]
+    # a table row's words, in any cell, that not every row has: "DPR" of "Training: Single; Model: DPR"
+    words: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -198,11 +201,16 @@ def table_pairings(text: str) -> list[Pairing]:
         label, rest = cells[0], "; ".join(cells[1:])
         numbers = tuple(find_numbers(rest))
         if numbers and _words(label):
-            rows.append((label, numbers))
+            words = {word_key(w) for cell in cells for w in _words(cell) if not w[0].isdigit()}
+            rows.append((label, numbers, words))
     if len(rows) < 2:
         return []
-    keys = _distinguishing([label for label, _ in rows])
-    return [Pairing(label, k, values) for (label, values), k in zip(rows, keys, strict=True)]
+    keys = _distinguishing([label for label, _, _ in rows])
+    shared = set.intersection(*(words for _, _, words in rows))
+    return [
+        Pairing(label, k, values, frozenset(words - shared))
+        for (label, values, words), k in zip(rows, keys, strict=True)
+    ]
 
 
 def _row_cells(line: str) -> tuple[str, list[tuple[str, str]]] | None:
@@ -212,6 +220,13 @@ def _row_cells(line: str) -> tuple[str, list[tuple[str, str]]] | None:
         return None
     cells = [tuple(cell.split(": ", 1)) for cell in line.split("; ")]
     return cells[0][1], [(header, value) for header, value in cells[1:]]
+
+
+def _cell_words(value: str, numbers: Sequence[Number]) -> frozenset[str]:
+    """Keys of a cell's words outside its figures and their units: "resnet" of "ResNet 50", none of "32 minutes"."""
+    for number in reversed(numbers):
+        value = value[: number.start] + " " + value[number.end :]
+    return frozenset(word_key(w) for w in _words(value) if not w[0].isdigit())
 
 
 def table_rows(text: str) -> list[Row]:
@@ -228,7 +243,7 @@ def table_rows(text: str) -> list[Row]:
     for (label, cells), keys in zip(found, row_keys, strict=True):
         header_keys = _distinguishing([header for header, _ in cells])
         built = tuple(
-            Cell(header, k, frozenset(word_key(w) for w in _words(value) if not w[0].isdigit()), tuple(numbers))
+            Cell(header, k, _cell_words(value, numbers), tuple(numbers))
             for (header, value), k in zip(cells, header_keys, strict=True)
             if (numbers := find_numbers(value))
         )
@@ -329,7 +344,7 @@ def source_statements(text: str) -> tuple[Statement, ...]:
     return tuple(
         Statement(frozenset(word_key(w) for w in _words(s)), tuple(find_numbers(s)))
         for s in split_sentences(prose)
-        if not name_pairings(s)
+        if not respectively_pairings(s) and not name_pairings(s)
     )
 
 
@@ -376,17 +391,21 @@ def _near_keys(text: str, number: Number) -> set[str]:
 
 
 def _list_swap(figures: Sequence[Figure], said_keys: set[str], sources: Sequence[str]) -> Swap | None:
-    """A figure of one "respectively" item or table row stated with words that name another."""
+    """A figure of one "respectively" item or table row stated with words that name another.
+
+    Not when a word of any cell of the figure's own row is there too ("DPR", whose row is labelled
+    "Single"), nor when another sentence of the sources puts the figure with the other item.
+    """
     for text in sources:
         for group in source_pairings(text):
             for figure in figures:
                 own = [p for p in group if any(_same_value(figure, v) for v in p.values)]
                 if not own or len(own) == len(group):
                     continue
-                if any(p.keys & said_keys for p in own):
+                if any((p.keys | p.words) & said_keys for p in own):
                     continue
                 named = [p for p in group if p not in own and p.keys & said_keys]
-                if named:
+                if named and not _stated_elsewhere(sources, named[0].keys, figure, frozenset()):
                     return Swap(figure.text, named[0].subject, own[0].subject)
     return None
 

@@ -1,19 +1,26 @@
 """Figures paired with the wrong item: "respectively" lists and table rows (``rag.relations``).
 
 The first sentence is quoted from the LayoutParser paper (arXiv 2103.15348, CC BY 4.0; its PDF
-is in tests/data); the rest are written for these tests.
+is in tests/data); the rest are written for these tests, except the last test, which reads the
+DPR paper, the spreadsheet and the web page of tests/data as they are.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from rag.answering import Source
 from rag.embedding import Embedder
 from rag.grounding import GroundingChecker
+from rag.loading import load_document
+from rag.readers.base import ReadOptions
 from rag.readers.tables import table_lines
 from rag.relations import name_pairings, respectively_pairings, swapped_pairing, table_pairings, table_rows
+from rag.sentences import split_sentences
 
+TEST_DATA = Path(__file__).resolve().parent / "data"
 LAYOUTPARSER = (
     "The models are trained on the layout datasets listed below. "
     "For “base model” and “large model”, we refer to using the ResNet 50 or ResNet 101 backbones [13], "
@@ -78,6 +85,27 @@ def test_a_figure_given_for_another_item_is_a_swap(sentence: str, source: str, s
 )
 def test_a_figure_with_its_own_item_or_no_item_is_not_a_swap(sentence: str, source: str) -> None:
     assert swapped_pairing(sentence, [source]) is None
+
+
+def test_a_row_named_by_any_of_its_cells_or_a_source_sentence_quoted_is_not_a_swap() -> None:
+    # the first column repeats ("Single"), the model names the row; a merged cell leaves "BM25+DPR" as a label
+    runs = "\n".join(
+        table_lines(
+            [
+                ["Training", "Model", "NQ", "TriviaQA"],
+                ["Single", "BM25", 32.6, 52.4],
+                ["Single", "DPR", 41.5, 56.8],
+                ["", "BM25+DPR", 39.0, 57.0],
+            ]
+        )
+    )
+    assert swapped_pairing("DPR reaches 41.5 on NQ.", [runs]) is None
+    assert swapped_pairing("BM25 reaches 41.5 on NQ.", [runs]) is not None  # BM25 has 32.6
+    source = EARNINGS + " Net income was $2.1 billion, and cash rose to $15.4 billion."
+    for sentence in split_sentences(source):
+        assert swapped_pairing(sentence, [source]) is None, sentence
+    assert swapped_pairing("Net income was $15.4 billion.", [EARNINGS]) is not None
+    assert swapped_pairing("Net income was $15.4 billion.", [EARNINGS, "In 2023 net income was $15.4 billion."]) is None
 
 
 def test_rows_without_a_named_label_or_a_single_row_give_no_pairing() -> None:
@@ -253,3 +281,29 @@ def test_the_checker_marks_a_swapped_column_and_a_swapped_name_with_their_reason
     assert not wrong.supported
     assert wrong.reason == "source [1] gives Rome for “Bob”, not “Alice”"
     assert right.supported, right.reason
+
+
+# Real files: the DPR paper (tests/data/pdfs, see its README) and the invented spreadsheet and web page.
+def _pages(path: Path) -> list[str]:
+    return [page.text for page in load_document(path, options=ReadOptions(ocr="off")).pages]
+
+
+def test_real_documents_pair_names_and_columns_and_their_own_sentences_are_no_swap() -> None:
+    paper = _pages(TEST_DATA / "pdfs" / "multi-column.pdf")
+    budget, ferry = _pages(TEST_DATA / "formats" / "budget.xlsx"), _pages(TEST_DATA / "formats" / "ferry.html")
+    for text in [*paper, *budget, *ferry]:
+        for sentence in split_sentences(text):
+            assert swapped_pairing(sentence, [text]) is None, sentence
+    # "REALMWiki and REALMNews are the same model but pretrained on Wikipedia and CC-News, respectively."
+    [realm] = [text for text in paper if "REALMNews are the same model" in text]
+    found = swapped_pairing("REALMNews was pretrained on Wikipedia [1].", [realm])
+    assert found is not None
+    assert (found.value, found.said, found.source_says) == ("Wikipedia", "REALMNews", "REALMWiki")
+    assert swapped_pairing("REALMWiki was pretrained on Wikipedia [1].", [realm]) is None
+    people = budget[0]  # Name: Grace Hopper; Born: 1906; Team: Compilers; Salary: 6100; ...
+    found = swapped_pairing("Grace Hopper's salary is 1906.", [people])
+    assert found is not None
+    assert (found.value, found.said, found.source_says) == ("1906", "Salary", "Born")
+    assert swapped_pairing("Grace Hopper's salary is 6100.", [people]) is None
+    assert swapped_pairing("Grace Hopper, born in 1906, earns a salary of 6100.", [people]) is None
+    assert swapped_pairing("The salary of 1906 is not listed.", [people]) is None
