@@ -186,6 +186,8 @@ class GroundingChecker:
         texts = [self.facts_of(sources[by_number[n]].text) for n in group]
         if facts:
             missing = [f for f in facts if not any(t.has(f) for t in texts)]
+            if missing and question:
+                missing = self._beyond_document(missing, group, sources, by_number, question)
         swap = None
         if self.use_pairings:
             figures = [f for f in facts if f.kind in ("number", "year") and f not in missing]
@@ -228,6 +230,23 @@ class GroundingChecker:
                     else f'leaves out the "{source_says[-1].strip()}" of {_sources_label(group)}'
                 )
         return _Outcome(not reasons, similarity, group, "; ".join(reasons) or None, evidence, missing)
+
+    def _beyond_document(
+        self, missing: list[Fact], group: list[int], sources: Sequence[Source], by_number: dict[int, int], question: str
+    ) -> list[Fact]:
+        """The missing facts, less names and terms that restate the question and that another retrieved
+        passage of the same document holds: "DPR" in a passage of the DPR paper that only says "we".
+        A name no passage of that document holds stays missing (an answer about another product)."""
+        documents = {sources[by_number[n]].source for n in group}
+        siblings = [self.facts_of(s.text) for s in sources if s.source in documents and s.n not in group]
+        if not siblings:
+            return missing
+        asked = self.facts_of(question)
+        return [
+            f
+            for f in missing
+            if f.kind not in ("name", "term", "quote") or not asked.has(f) or not any(t.has(f) for t in siblings)
+        ]
 
     def _evidence(self, facts: list[Fact], ranked: list[PassageSentence]) -> list[PassageSentence]:
         """The closest source sentence, plus the next closest ones that hold facts it lacks."""

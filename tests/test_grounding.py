@@ -296,3 +296,23 @@ def test_rag_check_human_form_and_source_filter(command) -> None:
 
     status, out = command(rag_main, "check", "Net revenue was $15.4 billion.", "--source", "solarmax.txt")
     assert status == 0 and out == "no evidence: no stored passage is relevant enough to this claim\n"
+
+
+def test_a_name_from_the_question_that_the_same_document_holds_elsewhere_is_not_missing(
+    checker: GroundingChecker,
+) -> None:
+    """A passage of a paper says "we"; another passage of the same paper names it. Another document's
+    mention does not count, nor does a name the question did not give."""
+    dump = "We use the English Wikipedia dump from Dec. 20, 2018 as the source documents for answering questions."
+    question = "From which date is the English Wikipedia dump that DPR uses?"
+    sentence = "DPR uses the English Wikipedia dump from Dec. 20, 2018 [1]."
+    paper = [Source(1, "docs/dpr.pdf", "dpr.pdf", 4, 0.8, dump), Source(2, "docs/dpr.pdf", "dpr.pdf", 1, 0.6, DPR)]
+    [same_paper] = checker.check([sentence], paper, question)
+    assert same_paper.supported, same_paper.reason
+
+    elsewhere = [paper[0], Source(2, "docs/survey.pdf", "survey.pdf", 1, 0.6, DPR)]
+    [other_document] = checker.check([sentence], elsewhere, question)
+    assert not other_document.supported and other_document.reason == "DPR is not in source [1]"
+
+    [not_asked] = checker.check([sentence], paper, "From which date is the English Wikipedia dump?")
+    assert not not_asked.supported and not_asked.reason == "DPR is not in source [1]"
