@@ -68,10 +68,16 @@ def is_of_kind(number: Number, kind: str) -> bool:
     return number.unit is None and number.scale is None and 1000 <= number.value <= 2999 and number.value % 1 == 0
 
 
+# A section number opening a heading that runs into its first sentence: "3 Dense Passage Retriever (DPR) We …".
+_SECTION_NUMBER = re.compile(r"^\s*\d{1,2}(?:\.\d{1,2})*\.?\s+(?=[A-Z])")
+
+
 def new_figures(text: str, question: str) -> list[Number]:
-    """The numbers of ``text`` that could answer ``question``: not the question's own, not "Table 2"."""
+    """The numbers of ``text`` that could answer ``question``: not the question's own, not "Table 2",
+    not a heading's section number."""
     asked = {n.value for n in find_numbers(question)}
-    return [n for n in find_numbers(REFERENCE.sub(" ", text)) if n.value not in asked]
+    plain = REFERENCE.sub(" ", _SECTION_NUMBER.sub(" ", text))
+    return [n for n in find_numbers(plain) if n.value not in asked]
 
 
 def asks_for_figure(question: str) -> bool:

@@ -89,3 +89,10 @@ def test_figures_that_could_answer_leave_out_references_and_the_questions_own() 
     assert is_of_kind(years, "duration") and not is_of_kind(years, "year")
     [year] = new_figures("It ended in 1887.", "When did it end?")
     assert is_of_kind(year, "year") and not is_of_kind(year, "duration")
+
+
+def test_a_headings_section_number_is_no_figure() -> None:
+    assert new_figures("3 Dense Passage Retriever (DPR) We focus on the retriever.", "What does DPR reach?") == []
+    heading = "4.1 Wikipedia Data Following Lee, we use the dump from Dec. 20, 2018."
+    assert [n.text for n in new_figures(heading, "Which dump?")] == ["20", "2018"]
+    assert [n.text for n in new_figures("12 people signed the order.", "How many signed?")] == ["12 people"]
