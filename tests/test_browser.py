@@ -327,7 +327,7 @@ def test_document_and_model_text_is_shown_as_text(tmp_path: Path):
 
 # The README's screenshot ---------------------------------------------------------------------
 
-README_NAME = "notes.txt"  # the name is in the prompt: this one gives the bundled model a clean answer
+README_NAME = "freedonia-guide.md"  # the name is in the prompt: this one gives the bundled model a clean answer
 README_DOCUMENT = """The capital of Freedonia is Zenda. The city has 42 bridges over the river Sylvan.
 
 Freedonia's national animal is the blue heron, protected since 1921.
