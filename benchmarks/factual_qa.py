@@ -244,6 +244,26 @@ def markdown(data: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def key_sentences(questions: list[dict[str, Any]], pdfs: Path) -> float:
+    """Print how often the key sentence holds the fact, with the misses; minutes, as no answer is generated."""
+    from rag.services import Services
+
+    with tempfile.TemporaryDirectory(prefix="key-sentences-") as tmp:
+        services = Services(Settings(data_dir=Path(tmp), collection="key_sentences"))
+        services.ingestor().ingest([str(pdfs / name) for name in sorted({q["source"] for q in questions})])
+        pipeline = services.answer_pipeline()
+        held = 0
+        for q in questions:
+            key = pipeline.stream(q["question"]).key_sentence()
+            if key and holds(key.text, q["answers"]):
+                held += 1
+            else:
+                print(f"miss: {q['question']!r} -> {key.text[:120] if key else None!r}")
+    share = held / len(questions)
+    print(f"key sentence holds the fact: {held} of {len(questions)} ({share:.3f})")
+    return share
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
@@ -252,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: the setting)")
     parser.add_argument("--questions", type=Path, default=DEV_SET, help="a QA set (default: the dev set)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--key-only", action="store_true", help="only how often the key sentence holds the fact (no generation)"
+    )
     args = parser.parse_args(argv)
     if not args.pdfs.is_dir():
         raise SystemExit(f"shared PDFs not found at {args.pdfs}")
@@ -261,7 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.configs != list(CONFIGS):
         command += " --configs " + " ".join(args.configs)
     if args.questions != DEV_SET:
-        command += f" --questions {shown(args.questions)} --output {shown(args.output)}"
+        command += f" --questions {shown(args.questions)}"
+    if args.output != RESULTS:
+        command += f" --output {shown(args.output)}"
+    if args.key_only:
+        key_sentences(load_dev_set(args.questions)[: args.limit], args.pdfs)
+        return
 
     def write(data: dict[str, Any]) -> None:  # after each configuration, so a long run leaves results
         args.output.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
