@@ -24,6 +24,7 @@ import numpy as np
 
 from rag.answering import KeySentence, Source
 from rag.embedding import Embedder
+from rag.facts import find_numbers
 from rag.grounding import PassageSentence, passage_sentences
 from rag.keywords import STOP_WORDS, stem
 from rag.questions import asked_figure_kind, asks_for_figure, is_of_kind, new_figures
@@ -52,7 +53,9 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
     counts little). Half of its score comes from its window (the sentence before it in the same
     passage, and itself), because an answering sentence often leaves its subject to the sentence
     before ("We used λ = 1.1" after "... a linear combination of BM25 and DPR scores").
-    A question that asks for a figure prefers sentences holding a number the question does not
+    A sentence that holds every figure the question gives scores a little more (the table row of
+    "6 g" for "… with 6 g of inhibitor?"). A question that asks for a figure prefers sentences
+    holding a number the question does not
     (a reference such as "Chapter 1" or "Table 2" is no answer), and a figure of the asked kind most:
     a duration for "how long", a year for "which year", a percentage for "what share".
     Very short pieces (headings, table fragments) are damped.
@@ -74,12 +77,15 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
     window_relevance = _TermRelevance(terms, [Counter(_terms(w)) for w in windows], idf=relevance.idf)
     wants_number = asks_for_figure(question)
     kind = asked_figure_kind(question)
+    asked = {n.value for n in find_numbers(question)}
     rank = {s.n: i for i, s in enumerate(sources)}
     ranked = []
     for i, (c, index) in enumerate(candidates):
         own = 0.6 * float(cosine[i]) + 0.4 * relevance.share(i)
         window = 0.6 * float(window_cosine[i]) + 0.4 * window_relevance.share(i)
         score = 0.5 * own + 0.5 * window
+        if asked and asked <= {n.value for n in find_numbers(c.text)}:
+            score += 0.05  # holds the question's own figures: the table row of "6 g", the year asked about
         if wants_number and (figures := new_figures(c.text, question)):
             score += 0.1
             if kind and any(is_of_kind(n, kind) for n in figures):

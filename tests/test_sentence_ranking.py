@@ -169,3 +169,22 @@ def test_a_focused_prompt_is_the_default_for_the_bundled_model_only() -> None:
     assert Settings(llm_model="Qwen/Qwen2.5-1.5B-Instruct", prompt_sentences=3).focused_sentences == 3
     with pytest.raises(ValueError):
         Settings(prompt_sentences=-1)
+
+
+def test_the_key_sentence_is_the_table_row_the_question_names_by_its_figure(embedder: Embedder) -> None:
+    header = "Inhibitor concentration (g); bc (V/dec); ba (V/dec); Ecorr (V); Polarization resistance (Ω); Rate"
+    values = [
+        ("0", "0.0335", "0.0409", "0.9393", "24.0910", "2.8163"),
+        ("2", "1.9460", "0.0596", "0.8276", "121.440", "1.5054"),
+        ("4", "0.0163", "0.2369", "0.8825", "42.121", "0.9476"),
+        ("6", "0.3233", "0.0540", "0.8027", "373.180", "0.4318"),
+        ("8", "0.1240", "0.0556", "0.5896", "305.650", "0.3772"),
+    ]
+    names = header.split("; ")
+    rows = "\n".join("; ".join(f"{n}: {v}" for n, v in zip(names, row, strict=True)) for row in values)
+    text = "The strong correlation reveals that egg shell adsorption follows the Langmuir isotherm.\n" + rows
+    table = Source(1, "/docs/corrosion.pdf", "corrosion.pdf", 4, 0.8, text)
+    for grams, resistance in [("6", "373.180"), ("0", "24.0910"), ("2", "121.440")]:
+        question = f"What is the polarization resistance for stainless steel with {grams} g of egg shell inhibitor?"
+        key = key_sentence(question, [table], embedder)
+        assert key is not None and resistance in key.text, (grams, key)
