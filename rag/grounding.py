@@ -6,10 +6,12 @@ a page that says 21.0 %. A sentence therefore counts as supported only when
 1. it is similar enough to the passage(s) it cites (the old check, ``grounding_threshold``,
    taken as the better of the whole passage and its closest sentence), and
 2. those passages hold every fact it states (``rag.facts``: figures with units, dates, names,
-   quoted and rare terms), numbers that restate the question excepted, and
+   quoted and rare terms); numbers and words that restate the question are excepted, and so is a
+   name the question gives that another retrieved passage of the same document holds, and
 3. it does not flip the negation of the source sentence it restates ("is not" for "is"), and
-4. it does not pair a figure with another item than the source does (``rag.relations``: a
-   "respectively" list or a table row: "the base model uses ResNet 101" where 101 is the large one's).
+4. it does not pair a value with another item than the source does (``rag.relations``: a
+   "respectively" list of figures or names, a table row or column: "the base model uses ResNet 101"
+   where 101 is the large one's).
 
 An uncited sentence is checked against each passage in turn and takes the first that
 supports it. Each result names its reason when unsupported ("2.0% is not in source [1]")
