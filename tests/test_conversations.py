@@ -351,14 +351,17 @@ def test_chats_as_a_real_command(tmp_path: Path):
 import test_app  # noqa: E402
 from test_app import CHAT, Harness, shown_text  # noqa: E402
 
-app, no_generation = test_app.app, test_app.no_generation  # its fixtures: an app on its own data folder, no LLM
+# its fixtures: an app on its own data folder and collection, no LLM
+app, app_env, no_generation = test_app.app, test_app.app_env, test_app.no_generation
 
 UNRELATED = "How long should sourdough bread rise before baking?"
 
 
 def session(app: Harness, **query: str) -> Harness:
     """Another browser session (a new tab, or a reload) on the same app, opened at ``?query``."""
-    other = Harness(app.data_dir)
+    from streamlit.testing.v1 import AppTest
+
+    other = Harness(AppTest.from_file(str(ROOT / "app.py"), default_timeout=600), app.data_dir)
     other.at.query_params.update(query)
     other.page(CHAT)
     return other
