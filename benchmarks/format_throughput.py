@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.ingest_throughput import first_pages, load_average, machine, plain_encode
-from benchmarks.report import write_keeping_notes
+from benchmarks.report import publish, write_figures
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.logs import quiet_libraries
@@ -478,11 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         command += f" {flag} {value}" if value != default else ""
     figures = run(args.entries, args.ocr_pages, args.pdf_pages)
     figures["command"] = command
-    text = render(figures, command)
-    print(text)
-    write_keeping_notes(args.output, text)
-    args.output.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {args.output} and {args.output.with_suffix('.json')}", file=sys.stderr)
+    write_figures(args.output, figures)
+    publish(args.output, render(figures, command))
     return 0
 
 

@@ -46,11 +46,12 @@ because the Zenda smelter closed for repairs.
 
 
 class SpyGenerator:
-    """The real generator, counting how often the pipeline asks it for text."""
+    """The real generator, counting how often the pipeline asks it for text and keeping its prompts."""
 
     def __init__(self, real: TransformersGenerator) -> None:
         self.real = real
         self.calls = 0
+        self.prompts: list[str] = []  # the last message of each request: the sources and the question
 
     @property
     def context_window(self) -> int:
@@ -67,6 +68,7 @@ class SpyGenerator:
 
     def stream(self, messages: Sequence[ChatMessage], **kwargs) -> Iterator[str]:
         self.calls += 1
+        self.prompts.append(messages[-1]["content"])
         return self.real.stream(messages, **kwargs)
 
     def generate(self, messages: Sequence[ChatMessage], **kwargs) -> str:

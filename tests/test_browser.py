@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_contract import free_port
@@ -151,6 +152,19 @@ def chromium_page(base_url: str, failure_shot: Path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+@contextmanager
+def documents_page(tmp_path: Path, **env: str) -> Iterator[tuple[AppProcess, Any]]:
+    """The app on ``tmp_path / "data"`` and a browser on its Documents page, once the page has loaded."""
+    with (
+        running_app(tmp_path / "data", tmp_path / "app.log", **env) as app,
+        chromium_page(app.url, tmp_path / "failure.png") as page,
+    ):
+        page.goto("/documents")
+        page.get_by_role("heading", name="Documents").wait_for(timeout=STARTUP_S * 1000)
+        wait_until_idle(page)
+        yield app, page
 
 
 def wait_until_idle(page, timeout_ms: int = 60_000) -> None:

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_browser import STARTUP_S, ask, chromium_page, running_app, wait_until_idle
+from test_browser import STARTUP_S, ask, documents_page, wait_until_idle
 
 DATA = Path(__file__).resolve().parent / "data"
 # name -> (fixture or None when written here, the pages part of its outcome)
@@ -72,13 +72,7 @@ def test_every_format_uploads_in_one_go_and_the_workbook_answers(tmp_path: Path)
     files.append(tmp_path / MISNAMED)
     uploads = tmp_path / "data" / "uploads"
 
-    with (
-        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="48") as app,
-        chromium_page(app.url, tmp_path / "failure.png") as page,
-    ):
-        page.goto("/documents")
-        page.get_by_role("heading", name="Documents").wait_for(timeout=STARTUP_S * 1000)
-        wait_until_idle(page)
+    with documents_page(tmp_path, RAG_MAX_NEW_TOKENS="48") as (_, page):
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(files)
         for path in files:
             page.get_by_text(path.name).first.wait_for()

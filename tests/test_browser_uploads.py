@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_browser import STARTUP_S, chromium_page, running_app, wait_until_idle
+from test_browser import STARTUP_S, documents_page, wait_until_idle
 
 PDFS = ["multi-column.pdf", "loremipsum-flat.pdf", "multi-column-2p.pdf"]
 NOTES = "notes.txt"
@@ -33,13 +33,7 @@ def test_uploads_finish_after_leaving_for_chat(tmp_path: Path, pdfs: Path):
     uploads.mkdir(parents=True)
     (uploads / LEFTOVER).write_bytes(b"%PDF-1.4 half an upload")
 
-    with (
-        running_app(tmp_path / "data", tmp_path / "app.log", RAG_MAX_NEW_TOKENS="48") as app,
-        chromium_page(app.url, tmp_path / "failure.png") as page,
-    ):
-        page.goto("/documents")
-        page.get_by_role("heading", name="Documents").wait_for(timeout=STARTUP_S * 1000)
-        wait_until_idle(page)
+    with documents_page(tmp_path, RAG_MAX_NEW_TOKENS="48") as (app, page):
         # The start removed the earlier run's staging file and says so.
         warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="DA-619p.pdf")
         warning.wait_for(timeout=30_000)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from test_answering import SpyGenerator
 
 from rag.answering import AnswerPipeline, Source
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.generation import ChatMessage
 from rag.pipeline import Ingestor
 from rag.retrieval import Retriever
 from rag.sentence_ranking import focus_sources, key_sentence, rank_sentences
@@ -80,31 +79,6 @@ def test_focus_marks_a_gap_between_sentences_that_are_not_adjacent() -> None:
     )
 
 
-class RecordingGenerator:
-    """The real generator, keeping the prompts the pipeline sends it."""
-
-    def __init__(self, real) -> None:
-        self.real = real
-        self.prompts: list[str] = []
-
-    @property
-    def context_window(self) -> int:
-        return self.real.context_window
-
-    def load(self) -> None:
-        self.real.load()
-
-    def count_tokens(self, text: str) -> int:
-        return self.real.count_tokens(text)
-
-    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return self.real.prompt_tokens(messages)
-
-    def stream(self, messages: Sequence[ChatMessage], **kwargs) -> Iterator[str]:
-        self.prompts.append(messages[-1]["content"])
-        return self.real.stream(messages, **kwargs)
-
-
 @pytest.mark.slow
 def test_a_focused_prompt_holds_the_best_sentences_and_the_answer_keeps_whole_passages(
     settings: Settings, embedder: Embedder, store, generator, tmp_path: Path
@@ -116,7 +90,7 @@ def test_a_focused_prompt_holds_the_best_sentences_and_the_answer_keeps_whole_pa
     report = Ingestor(settings, embedder, store).ingest([folder])
     assert not report.failed
     focused = settings.model_copy(update={"max_new_tokens": 32, "prompt_sentences": 1})
-    recorder = RecordingGenerator(generator)
+    recorder = SpyGenerator(generator)
     pipeline = AnswerPipeline(focused, Retriever(focused, embedder, store), recorder)
 
     answer = pipeline.answer("How many branches did Northbank serve?")
