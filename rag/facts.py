@@ -195,6 +195,12 @@ def same_amount(a: Fact | Number, b: Number) -> bool:
     return bool((a.scale and a.value * a.scale == b.value) or (b.scale and b.value * b.scale == a.value))
 
 
+def is_year(number: Number) -> bool:
+    """Whether a number reads as a year: a bare whole number from 1800 to 2100, written without separators."""
+    whole = number.unit is None and number.scale is None and number.value == number.value.to_integral_value()
+    return whole and 1800 <= number.value <= 2100 and "." not in number.text and "," not in number.text
+
+
 def find_numbers(text: str) -> list[Number]:
     """Every number of ``text`` with its scale and unit; a range's unit applies to both ends."""
     found: list[Number] = []
@@ -285,9 +291,8 @@ def extract_facts(sentence: str, *, question: str = "", vocabulary: Collection[s
             continue
         if number.value in asked or (number.scale and number.value * number.scale in asked):
             continue
-        is_year = number.unit is None and number.scale is None and number.value == number.value.to_integral_value()
-        is_year = is_year and 1800 <= number.value <= 2100 and "." not in number.text and "," not in number.text
-        facts.append(Fact("year" if is_year else "number", number.text, number.value, number.scale, number.unit))
+        kind = "year" if is_year(number) else "number"
+        facts.append(Fact(kind, number.text, number.value, number.scale, number.unit))
 
     for match in re.finditer(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", text, re.IGNORECASE):
         value = Decimal(_NUMBER_WORDS[match[1].lower()])

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from decimal import Decimal
 
-from rag.facts import Number, extract_facts, find_numbers
+from rag.facts import Number, extract_facts, find_numbers, is_year
 
 _HOW = r"how\s+(?:many|much|long|old|far|big|large|high|low|often|fast|heavy|tall|wide|deep|soon)"
 _WHAT_FIGURE = (
@@ -65,17 +66,17 @@ def is_of_kind(number: Number, kind: str) -> bool:
         return number.unit in DURATION_UNITS
     if kind == "percent":
         return number.unit == "%"
-    return number.unit is None and number.scale is None and 1000 <= number.value <= 2999 and number.value % 1 == 0
+    return is_year(number)
 
 
 # A section number opening a heading that runs into its first sentence: "3 Dense Passage Retriever (DPR) We …".
 _SECTION_NUMBER = re.compile(r"^\s*\d{1,2}(?:\.\d{1,2})*\.?\s+(?=[A-Z])")
 
 
-def new_figures(text: str, question: str) -> list[Number]:
+def new_figures(text: str, question: str, asked: set[Decimal] | None = None) -> list[Number]:
     """The numbers of ``text`` that could answer ``question``: not the question's own, not "Table 2",
-    not a heading's section number."""
-    asked = {n.value for n in find_numbers(question)}
+    not a heading's section number. ``asked``: the question's numbers, when the caller has them."""
+    asked = {n.value for n in find_numbers(question)} if asked is None else asked
     plain = REFERENCE.sub(" ", _SECTION_NUMBER.sub(" ", text))
     return [n for n in find_numbers(plain) if n.value not in asked]
 

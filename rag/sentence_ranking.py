@@ -86,7 +86,7 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
         score = 0.5 * own + 0.5 * window
         if asked and asked <= {n.value for n in find_numbers(c.text)}:
             score += 0.05  # holds the question's own figures: the table row of "6 g", the year asked about
-        if wants_number and (figures := new_figures(c.text, question)):
+        if wants_number and (figures := new_figures(c.text, question, asked)):
             score += 0.1
             if kind and any(is_of_kind(n, kind) for n in figures):
                 score += 0.05  # "70 years" for "how long", rather than the chapter's other numbers
