@@ -26,6 +26,7 @@ come closest (``closest``), so a page can highlight them inside the shown passag
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,16 @@ def find_sentence(passage: str, sentence: str) -> tuple[int, int] | None:
 
 def _tokens_of(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
+
+
+def _below(similarity: float, threshold: float) -> str:
+    """A score under the threshold, with the digits it takes not to read as the threshold itself
+    (0.449 against 0.45 shows "0.449", not "0.45")."""
+    for digits in (2, 3):
+        shown = f"{similarity:.{digits}f}"
+        if float(shown) < threshold:
+            return shown
+    return f"{math.floor(similarity * 10_000) / 10_000:.4f}"
 
 
 def _sources_label(numbers: Sequence[int]) -> str:
@@ -213,7 +224,8 @@ class GroundingChecker:
         reasons = []
         if similarity < self.threshold and not quoted:
             reasons.append(
-                f"not similar enough to {_sources_label(group)} ({similarity:.2f}, needs {self.threshold:.2f})"
+                f"not similar enough to {_sources_label(group)} ({_below(similarity, self.threshold)}, "
+                f"needs {self.threshold:.2f})"
             )
         if missing:
             verb = "is" if len(missing) == 1 else "are"

@@ -316,3 +316,15 @@ def test_a_name_from_the_question_that_the_same_document_holds_elsewhere_is_not_
 
     [not_asked] = checker.check([sentence], paper, "From which date is the English Wikipedia dump?")
     assert not not_asked.supported and not_asked.reason == "DPR is not in source [1]"
+
+
+@pytest.mark.parametrize(
+    ("similarity", "shown"),
+    [(0.31, "0.31"), (0.444, "0.44"), (0.449, "0.449"), (0.4496, "0.4496"), (0.44999999, "0.4499")],
+)
+def test_a_score_below_the_threshold_never_reads_as_the_threshold(similarity: float, shown: str) -> None:
+    """A sentence marked 'not similar enough' must not say it scored what it needs."""
+    from rag.grounding import _below
+
+    assert _below(similarity, 0.45) == shown
+    assert float(shown) < 0.45
