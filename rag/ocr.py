@@ -21,6 +21,8 @@ import numpy as np
 if TYPE_CHECKING:
     from rapidocr import RapidOCR
 
+    from rag.readers.ocr_tables import TextBox
+
 log = logging.getLogger(__name__)
 
 OCR_DPI = 200  # recognition resolution: 150 DPI garbled a line of the Lorem-ipsum scan that 200 reads
@@ -52,10 +54,25 @@ def engine() -> RapidOCR:
 
 
 def recognise(image: np.ndarray) -> str:
-    """The text in an image (gray or RGB pixels), one detected line per line, top to bottom."""
+    """The text in an image (gray or RGB pixels), normalised as the readers store it: prose lines
+    top to bottom and joined, tables one row per line with their headers (``ocr_tables``)."""
+    from rag.readers.ocr_tables import page_text
+
+    return page_text(read_boxes(image))
+
+
+def read_boxes(image: np.ndarray) -> list[TextBox]:
+    """The boxes of text the engine finds, in its order (top to bottom), blank ones left out."""
+    from rag.readers.ocr_tables import TextBox
+
     result = engine()(image)
-    lines = [str(line).strip() for line in (result.txts or ())]
-    return "\n".join(line for line in lines if line)
+    found = []
+    for corners, text in zip(result.boxes if result.boxes is not None else (), result.txts or (), strict=False):
+        points = np.asarray(corners, dtype=np.float64)
+        if str(text).strip():
+            x, y = points[:, 0], points[:, 1]
+            found.append(TextBox(float(x.min()), float(y.min()), float(x.max()), float(y.max()), str(text).strip()))
+    return found
 
 
 def image_pages(data: bytes) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ so a command that never meets a spreadsheet never pays for openpyxl.
 - ``pdf``: PDFs page by page with pypdf; scanned pages through OCR (``rag.ocr``).
 - ``pdf_tables``: tables in a PDF's text layer, found in pypdf's layout mode, written row by row.
 - ``image``: PNG, JPEG and TIFF images through OCR, a page per TIFF frame.
+- ``ocr_tables``: tables on OCR'd pages, rebuilt from the engine's boxes, written row by row.
 - ``office``: Word (.docx), one page; PowerPoint (.pptx), one page per slide.
 - ``spreadsheet``: Excel (.xlsx), one page per sheet; CSV, one page.
 - ``web``: HTML pages, their main text only (trafilatura).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult, normalise_text
+from rag.readers.base import NO_OPTIONS, LoadError, ReadOptions, ReadResult
 from rag.readers.sniff import looks_like
 from rag.records import Page
 
@@ -36,7 +36,7 @@ def read_image(data: bytes, options: ReadOptions = NO_OPTIONS) -> ReadResult:
     numbered = len(frames) > 1
     pages = []
     for index, frame in enumerate(frames):
-        text = normalise_text(recognise(frame), join_lines=True)
+        text = recognise(frame)
         if sum(ch.isalnum() for ch in text) >= MIN_TEXT_CHARS:
             pages.append(Page(text=text, number=index + 1 if numbered else None))
         options.on_page(index + 1, len(frames))

@@ -89,7 +89,7 @@ def read_page(
         return PageText(_with_tables(page, raw, layer))
     if ocr == "off":
         return PageText(_with_tables(page, raw, layer), unread=True)
-    text = normalise_text(renderer.recognise(index), join_lines=True)
+    text = renderer.recognise(index)
     # A page OCR'd for ink that was a picture, not text, keeps its exact text layer.
     if ocr == "auto" and _letters(text) <= 2 * _letters(layer):
         return PageText(_with_tables(page, raw, layer))

@@ -12,6 +12,8 @@
 - meadow.jpg: a picture without text (sky, hills, a sun and noise): OCR must find nothing.
 - harbour-fees.pdf: a born-digital table drawn with fpdf2 (header row, row labels, numbers),
   longer than one chunk, with a paragraph before and after it.
+- harbour-fees-scan.pdf: the same page rendered at 150 DPI, turned by 0.4 degrees, speckled and
+  saved as a JPEG page image with no text layer: a table that exists only as a picture.
 
 Everything is invented for this project and released under CC0 (see tests/data/README.md).
 """
@@ -207,11 +209,24 @@ def make_table_pdf() -> None:
     pdf.output(str(HERE / "harbour-fees.pdf"))
 
 
+def make_table_scan() -> None:
+    """harbour-fees.pdf as a scanned page (its own random numbers: the other fixtures stay as they are)."""
+    [image] = render((HERE / "harbour-fees.pdf").read_bytes(), 150)
+    page = scanned(image, np.random.default_rng(SEED + 1), angle=0.4)
+    buffer = io.BytesIO()
+    page.save(buffer, format="JPEG", quality=60, optimize=True)
+    pdf = FPDF(format="A4", unit="pt")
+    pdf.add_page()
+    pdf.image(buffer, x=0, y=0, w=pdf.w, h=pdf.h)
+    pdf.output(str(HERE / "harbour-fees-scan.pdf"))
+
+
 def main() -> None:
     rng = np.random.default_rng(SEED)
     make_scan(rng)
     make_images(rng)
     make_table_pdf()
+    make_table_scan()
     for path in sorted(HERE.iterdir()):
         print(f"{path.name:24} {path.stat().st_size / 1024:7.1f} kB")
 
