@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+
+RECENT_TEXTS = 4096  # vectors kept by ``encode_recent``: a few questions' passages and sentences (about 6 MB)
 
 
 def resolve_embedding_device(name: str) -> str:
@@ -63,6 +66,8 @@ class Embedder(Embeddings):
         # The fast tokenizer keeps its truncation setting as state: a count_tokens call (no
         # truncation) in one thread during an encode in another changed that encode's vectors.
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def load(self) -> Embedder:
         """Read the weights (idempotent). Never reaches a model hub for the bundled default."""
@@ -131,8 +136,31 @@ class Embedder(Embeddings):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 
+    def encode_recent(self, texts: list[str]) -> np.ndarray:
+        """``encode``, each text once across recent calls: answering one question ranks the passages'
+        sentences for the key sentence and the focused prompt, then checks the answer against the
+        same sentences; they are embedded once. Kept for the last ``RECENT_TEXTS`` texts; ingest
+        does not use it (its chunks are seen once)."""
+        unique = list(dict.fromkeys(texts))
+        with self._recent_lock:
+            known = {t: self._recent[t] for t in unique if t in self._recent}
+        missing = [t for t in unique if t not in known]
+        if missing:
+            known.update(zip(missing, self.encode(missing), strict=True))
+        with self._recent_lock:
+            for text in unique:
+                self._recent[text] = known[text]
+                self._recent.move_to_end(text)
+            while len(self._recent) > RECENT_TEXTS:
+                self._recent.popitem(last=False)
+        vectors = [known[t] for t in texts]
+        if not vectors:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack(vectors)
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        return self.encode([text])[0].tolist()
+        """The question's vector; ``encode_recent``, so ranking its passages' sentences reuses it."""
+        return self.encode_recent([text])[0].tolist()

@@ -158,7 +158,7 @@ class GroundingChecker:
         plain = [CITATION.sub("", s).strip() or s for s in sentences]
         parts = [passage_sentences(s) for s in sources]
         flat = [p for part in parts for p in part]
-        vectors = self.embedder.encode(plain + [s.text for s in sources] + [p.text for p in flat])
+        vectors = self.embedder.encode_recent(plain + [s.text for s in sources] + [p.text for p in flat])
         sentence_vectors = vectors[: len(plain)]
         passage_similarity = sentence_vectors @ vectors[len(plain) : len(plain) + len(sources)].T
         sentence_similarity = sentence_vectors @ vectors[len(plain) + len(sources) :].T

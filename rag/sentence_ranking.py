@@ -69,7 +69,7 @@ def rank_sentences(question: str, sources: Sequence[Source], embedder: Embedder)
             windows.append(f"{sentences[i - 1].text} {sentence.text}" if i else sentence.text)
     if not question.strip() or not candidates:
         return []
-    vectors = embedder.encode([question] + [c.text for c, _ in candidates] + windows)
+    vectors = embedder.encode_recent([question] + [c.text for c, _ in candidates] + windows)
     count = len(candidates)
     cosine, window_cosine = vectors[1 : count + 1] @ vectors[0], vectors[count + 1 :] @ vectors[0]
     terms = list(dict.fromkeys(_terms(question)))

@@ -44,3 +44,20 @@ def test_bfloat16_vectors_match_float32_and_stay_float32() -> None:
     assert ((a @ a.T) - 2 * np.eye(len(TEXTS))).argmax(1).tolist() == ((b @ b.T) - 2 * np.eye(len(TEXTS))).argmax(
         1
     ).tolist()
+
+
+def test_recent_texts_are_embedded_once(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranking and the grounding check of one question share their sentences' vectors: the second
+    call embeds only what is new, and the vectors are the model's own."""
+    texts = ["The ferry leaves at 7:15 from pier 3.", "Tickets cost 12 euros.", "The ferry leaves at 7:15 from pier 3."]
+    first = embedder.encode_recent(texts)
+    assert first.shape == (3, embedder.dimension)
+    assert float(first[0] @ embedder.encode([texts[0]])[0]) > 0.9999
+    assert float(first[1] @ first[0]) < 0.9  # different texts, different vectors
+    encoded: list[list[str]] = []
+    real_encode = embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda batch, **kw: encoded.append(list(batch)) or real_encode(batch))
+    again = embedder.encode_recent(["Tickets cost 12 euros.", "The return trip takes 40 minutes."])
+    assert encoded == [["The return trip takes 40 minutes."]]
+    assert float(again[0] @ first[1]) > 0.9999
+    assert embedder.encode_recent([]).shape == (0, embedder.dimension)
