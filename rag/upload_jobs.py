@@ -6,8 +6,10 @@ only stages each file (``rag.uploads``) and queues a job; one worker thread per 
 ingests the jobs in order through ``Ingestor.ingest_staged``, which commits or removes the
 staging file. Any page can then show the jobs' states.
 
-A staging file outlives its job only when the process itself stops mid-ingest; the next start
-(``UploadJobs.start``) removes those and says so (``cleanup_notice`` and a log line).
+A staging file outlives its job only when the process itself stops mid-ingest. The next start
+(``UploadJobs.start``) settles each one against the store: a version stored completely is kept,
+an unfinished one is queued again (its partial chunks removed first), so an upload survives a
+restart; one whose collection is gone is removed. It says so (``cleanup_notice``, a log line).
 
     >>> jobs = UploadJobs.start(settings.data_dir / "uploads", services_for)
     >>> job = jobs.submit(services, "report.pdf", data)
@@ -30,7 +32,15 @@ from typing import TYPE_CHECKING
 from rag.config import DEFAULT_COLLECTION
 from rag.pipeline import Progress
 from rag.records import FileResult, Outcome, plural
-from rag.uploads import StagedUpload, UploadError, find_staging, safe_filename, stage_upload, staging_path
+from rag.uploads import (
+    StagedUpload,
+    UploadError,
+    find_staging,
+    remove_unwritten,
+    safe_filename,
+    stage_upload,
+    staging_path,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,11 +65,13 @@ ACTIVE = frozenset({JobState.QUEUED, JobState.READING, JobState.EMBEDDING})
 @dataclass(frozen=True)
 class Recovered:
     """A staging file an earlier run left behind, and what the start did with it: kept (committed,
-    its version was stored completely) or removed (with any chunks of its unfinished version)."""
+    its version was stored completely), resumed (its unfinished version's chunks removed and the
+    file queued again) or removed (no collection to add it to, or the store could not be asked)."""
 
     name: str
     collection: str
     kept: bool
+    resumed: bool = False
 
 
 @dataclass
@@ -98,7 +110,9 @@ class UploadJob:
 class UploadJobs:
     """A FIFO queue of upload jobs and the one thread that ingests them (one per app process)."""
 
-    def __init__(self, recovered: list[Recovered] | None = None) -> None:
+    def __init__(
+        self, recovered: list[Recovered] | None = None, resume: list[tuple[Services, StagedUpload]] | None = None
+    ) -> None:
         self.recovered = recovered or []
         self._jobs: list[UploadJob] = []
         self._queue: queue.Queue[tuple[UploadJob, Services] | None] = queue.Queue()
@@ -106,6 +120,11 @@ class UploadJobs:
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._work, name="upload-jobs", daemon=True)
         self._thread.start()
+        for services, staged in resume or []:
+            job = UploadJob(staged.name, services.settings.collection, staged=staged)
+            with self._lock:
+                self._jobs.append(job)
+                self._queue.put((job, services))
 
     @classmethod
     def start(cls, uploads_root: Path, services_for: Callable[[str], Services | None] | None = None) -> UploadJobs:
@@ -113,12 +132,20 @@ class UploadJobs:
 
         ``services_for(collection)`` gives the services of a collection that exists (None otherwise),
         to check each leftover against the store; without it the leftovers are only removed."""
-        recovered = [
-            recover(staged, _collection_of(staged.staging, uploads_root), services_for)
-            for staged in find_staging(uploads_root)
-        ]
-        for kept, verb in ((False, "removed"), (True, "kept (stored completely)")):
-            names = [f"{r.collection}/{r.name}" for r in recovered if r.kept is kept]
+        remove_unwritten(uploads_root)
+        recovered, resume = [], []
+        for staged in find_staging(uploads_root):
+            collection = _collection_of(staged.staging, uploads_root)
+            services = services_for(collection) if services_for is not None else None
+            recovered.append(recover(staged, collection, services))
+            if recovered[-1].resumed and services is not None:
+                resume.append((services, staged))
+        for verb, chosen in (
+            ("removed", lambda r: not r.kept and not r.resumed),
+            ("kept (stored completely)", lambda r: r.kept),
+            ("queued again", lambda r: r.resumed),
+        ):
+            names = [f"{r.collection}/{r.name}" for r in recovered if chosen(r)]
             if names:
                 log.warning(
                     "%s %s an earlier run left unfinished: %s",
@@ -126,13 +153,20 @@ class UploadJobs:
                     plural(len(names), "staged upload"),
                     ", ".join(names),
                 )
-        return cls(recovered)
+        return cls(recovered, resume)
 
     def cleanup_notice(self) -> str | None:
         """What the start settled, for the Documents page; None when there was nothing."""
-        removed = [r.name for r in self.recovered if not r.kept]
+        removed = [r.name for r in self.recovered if not r.kept and not r.resumed]
         kept = [r.name for r in self.recovered if r.kept]
+        resumed = [r.name for r in self.recovered if r.resumed]
         parts = []
+        if resumed:
+            parts.append(
+                f"The app stopped last time before it finished adding {plural(len(resumed), 'upload')} "
+                f"({', '.join(resumed)}): {'it is' if len(resumed) == 1 else 'they are'} being added again "
+                "now, and the library keeps any earlier version until then."
+            )
         if removed:
             parts.append(
                 f"The app stopped last time before it finished adding {plural(len(removed), 'upload')} "
@@ -230,26 +264,24 @@ class UploadJobs:
                 setattr(job, name, value)
 
 
-def recover(staged: StagedUpload, collection: str, services_for: Callable[[str], Services | None] | None) -> Recovered:
-    """Commit a leftover staging file whose version the store holds completely; otherwise remove it
-    and any chunks of its version (an older version of the document stays)."""
-    kept = False
+def recover(staged: StagedUpload, collection: str, services: Services | None) -> Recovered:
+    """Settle a leftover staging file against its collection's store (``services``; None when the
+    collection is gone). A version stored completely is committed; an unfinished one has its
+    chunks removed and is to be queued again (resumed); without a store to ask, the file goes."""
     try:
-        services = services_for(collection) if services_for is not None else None
         if services is not None:
             content_hash = hashlib.sha256(staged.staging.read_bytes()).hexdigest()
             ingestor = services.ingestor()
             _, complete = ingestor.store.version_state(staged.name, content_hash, ingestor.chunking)
             if complete:
                 staged.commit()
-                kept = True
-            else:
-                ingestor.store.discard_version(staged.name, content_hash, ingestor.chunking)
+                return Recovered(staged.name, collection, kept=True)
+            ingestor.store.discard_version(staged.name, content_hash, ingestor.chunking)
+            return Recovered(staged.name, collection, kept=False, resumed=True)
     except Exception:  # the store may be down: the file still goes, and a later upload replaces the rest
         log.warning("could not check the leftover upload %s against the store", staged.staging, exc_info=True)
-    if not kept:
-        staged.discard()
-    return Recovered(staged.name, collection, kept)
+    staged.discard()
+    return Recovered(staged.name, collection, kept=False)
 
 
 def _collection_of(staging: Path, uploads_root: Path) -> str:

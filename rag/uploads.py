@@ -10,6 +10,7 @@ from pathlib import Path
 from rag.loading import SUPPORTED_SUFFIXES
 
 _UNSAFE = re.compile(r"[^\w.\- ()]+")
+UNWRITTEN = ".writing"  # suffix of an upload's bytes while they are written, before they are staged
 _STAGING = re.compile(r"^\..+\.part\.[^.]+$")  # ".NAME.part.pdf", from staging_path
 
 
@@ -70,12 +71,13 @@ def find_staging(uploads_root: Path) -> list[StagedUpload]:
     return found
 
 
-def clean_staging(uploads_root: Path) -> list[Path]:
-    """Remove the staging files ``find_staging`` finds; returns what it removed."""
-    removed = []
-    for staged in find_staging(uploads_root):
-        staged.discard()
-        removed.append(staged.staging)
+def remove_unwritten(uploads_root: Path) -> list[Path]:
+    """Remove uploads an earlier run stopped writing (``UNWRITTEN`` files): never whole, never staged."""
+    if not uploads_root.is_dir():
+        return []
+    removed = [path for path in uploads_root.rglob(f".*{UNWRITTEN}") if path.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
     return removed
 
 
@@ -92,7 +94,9 @@ def stage_upload(name: str, data: bytes, uploads_dir: Path, *, max_bytes: int) -
     if not target.is_relative_to(uploads_dir.resolve()):
         raise UploadError("the file name points outside the upload folder")
     staging = staging_path(target)
-    staging.write_bytes(data)
+    writing = staging.with_name(staging.name + UNWRITTEN)
+    writing.write_bytes(data)
+    writing.replace(staging)  # a staging file is whole: the next start may add it again
     return StagedUpload(filename, staging, target)
 
 

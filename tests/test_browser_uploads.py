@@ -16,7 +16,8 @@ from test_browser import STARTUP_S, documents_page, wait_until_idle
 PDFS = ["multi-column.pdf", "loremipsum-flat.pdf", "multi-column-2p.pdf"]
 NOTES = "notes.txt"
 BROKEN = "broken.pdf"
-LEFTOVER = ".DA-619p.part.pdf"  # what a run stopped mid-ingest leaves behind
+LEFTOVER = ".ferry-times.part.txt"  # what a run stopped mid-ingest leaves behind
+UNWRITTEN = ".big-scan.part.pdf.writing"  # an upload still being received when the run stopped
 
 
 @pytest.mark.browser
@@ -31,15 +32,19 @@ def test_uploads_finish_after_leaving_for_chat(tmp_path: Path, pdfs: Path):
     files += [tmp_path / NOTES, tmp_path / BROKEN]
     uploads = tmp_path / "data" / "uploads"
     uploads.mkdir(parents=True)
-    (uploads / LEFTOVER).write_bytes(b"%PDF-1.4 half an upload")
+    (uploads / LEFTOVER).write_text("The first ferry to Saltmere leaves at 07:15 from pier 3.\n")
+    (uploads / UNWRITTEN).write_bytes(b"%PDF-1.4 half an upl")
 
     with documents_page(tmp_path, RAG_MAX_NEW_TOKENS="48") as (app, page):
-        # The start removed the earlier run's staging file and says so.
-        warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="DA-619p.pdf")
+        # The start adds the earlier run's unfinished upload again and says so; the half-received
+        # one is gone.
+        warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="ferry-times.txt")
         warning.wait_for(timeout=30_000)
-        assert "1 upload" in warning.inner_text() and "removed" in warning.inner_text(), warning.inner_text()
-        assert not (uploads / LEFTOVER).exists()
-        assert "removed 1 staged upload" in app.log(), app.log()
+        assert "1 upload" in warning.inner_text() and "being added again" in warning.inner_text(), warning.inner_text()
+        assert not (uploads / UNWRITTEN).exists()
+        assert "queued again 1 staged upload" in app.log(), app.log()
+        page.locator('[data-testid="stAlertContentSuccess"]', has_text="ferry-times.txt").wait_for(timeout=60_000)
+        assert (uploads / "ferry-times.txt").exists() and not (uploads / LEFTOVER).exists()
 
         # Add five files and leave for Chat as soon as the page has queued them.
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(files)
@@ -62,13 +67,13 @@ def test_uploads_finish_after_leaving_for_chat(tmp_path: Path, pdfs: Path):
         failed.wait_for(timeout=30_000)
         assert "the PDF is corrupt or truncated" in failed.inner_text(), failed.inner_text()
         wait_until_idle(page)
-        page.locator('[data-testid="stMetricValue"]').first.get_by_text("4", exact=True).wait_for(timeout=30_000)
-        assert page.locator('[data-testid="stAlertContentSuccess"]').count() == 4
+        page.locator('[data-testid="stMetricValue"]').first.get_by_text("5", exact=True).wait_for(timeout=30_000)
+        assert page.locator('[data-testid="stAlertContentSuccess"]').count() == 5  # the resumed upload's too
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.get_by_text("Documents are still being added").count() == 0
 
         # Every accepted upload is committed under its name; nothing staged is left behind.
-        assert sorted(p.name for p in uploads.iterdir()) == sorted([*PDFS, NOTES])
+        assert sorted(p.name for p in uploads.iterdir()) == sorted([*PDFS, NOTES, "ferry-times.txt"])
 
         # Chat no longer says anything is being added.
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Chat").click()

@@ -20,7 +20,7 @@ from rag.pipeline import Ingestor
 from rag.services import Services
 from rag.store import DocumentStore
 from rag.upload_jobs import JobState, UploadJob, UploadJobs
-from rag.uploads import stage_upload
+from rag.uploads import UNWRITTEN, stage_upload
 
 WAIT_S = 300
 BIG_PAGES = 64  # RAG_PARALLEL_MIN_PAGES's default: a PDF this long is read by the reader pool
@@ -148,7 +148,8 @@ def test_leftover_staging_files_are_removed_at_start_and_reported(tmp_path: Path
 
 def test_leftovers_are_settled_against_the_store(services: Services, caplog):
     """A crash after the store held the whole new version keeps it (the copy is committed); a crash
-    mid-write removes the new version's chunks and keeps the older version and its copy."""
+    mid-write removes the new version's chunks and adds the upload again, the older version
+    answering until the new one is stored; a half-written upload (never staged) is removed."""
     settings = services.settings
     ingestor = services.ingestor()
     old, new = b"Old text about Milvus Lite folders.", b"New text about vector stores and their indexes."
@@ -164,19 +165,27 @@ def test_leftovers_are_settled_against_the_store(services: Services, caplog):
         "done.txt", b"A finished upload about embeddings.", settings.uploads_dir, max_bytes=10**6
     )
     assert ingestor.ingest_file(staged_done.staging, source="done.txt").outcome.value == "added"
+    # half.txt: the crash came while its bytes were written, before it was staged.
+    (settings.uploads_dir / f".half.part.txt{UNWRITTEN}").write_bytes(b"A half wr")
 
     with caplog.at_level(logging.WARNING, logger="rag.upload_jobs"):
         jobs = UploadJobs.start(settings.data_dir / "uploads", lambda c: services if c == settings.collection else None)
     try:
-        assert sorted((r.name, r.kept) for r in jobs.recovered) == [("doc.txt", False), ("done.txt", True)]
-        assert files_in(settings.uploads_dir) == ["doc.txt", "done.txt"], "no staging file is left"
-        assert (settings.uploads_dir / "doc.txt").read_bytes() == old
-        store = services.store()
-        assert store.count("doc.txt") == 1 and store.version_state("doc.txt", sha256(old).hexdigest())[1]
-        assert store.count("done.txt") == 1
+        assert sorted((r.name, r.kept, r.resumed) for r in jobs.recovered) == [
+            ("doc.txt", False, True),
+            ("done.txt", True, False),
+        ]
         notice = jobs.cleanup_notice() or ""
-        assert "(doc.txt)" in notice and "Upload them again" in notice and "(done.txt)" in notice, notice
-        assert "kept (stored completely) 1 staged upload" in caplog.text, caplog.text
+        assert "(doc.txt)" in notice and "being added again" in notice and "(done.txt)" in notice, notice
+        assert "queued again 1 staged upload" in caplog.text and "kept (stored completely) 1" in caplog.text
+        assert jobs.wait_idle(120)
+        [job] = jobs.jobs()
+        assert (job.name, job.state, job.result.outcome.value) == ("doc.txt", JobState.DONE, "replaced"), job
+        assert files_in(settings.uploads_dir) == ["doc.txt", "done.txt"], "no staging or half-written file is left"
+        assert (settings.uploads_dir / "doc.txt").read_bytes() == new
+        store = services.store()
+        assert store.count("doc.txt") == 1 and store.version_state("doc.txt", sha256(new).hexdigest())[1]
+        assert store.count("done.txt") == 1
     finally:
         jobs.close()
 
