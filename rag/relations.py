@@ -109,6 +109,10 @@ def _words(text: str) -> list[str]:
     return [w for w in re.findall(r"[^\W_][\w’'-]*", text) if w.lower() not in _NOT_NAMES]
 
 
+def _header_keys(header: str) -> frozenset[str]:
+    return frozenset(word_key(w) for w in _words(header))
+
+
 def _distinguishing(subjects: Sequence[str]) -> list[frozenset[str]]:
     """Per subject, the word keys no other subject of the group has ("base" of "base model")."""
     keys = [{word_key(w) for w in _words(s)} for s in subjects]
@@ -444,8 +448,12 @@ def _column_swap(plain: str, figures: Sequence[Figure], said_keys: set[str], sou
                     for c in row.cells
                     if c not in own and c.keys & near and not any(_same_value(n, v) for n in found for v in c.values)
                 ]
-                if not named or _stated_elsewhere(sources, named[0].keys, figure, frozenset()):
-                    swaps.clear()
+                if (
+                    not named
+                    or (_header_keys(own[0].header) - _header_keys(named[0].header)) & said_keys
+                    or _stated_elsewhere(sources, named[0].keys, figure, frozenset())
+                ):
+                    swaps.clear()  # "took 1199 seconds to complete" names 1199's own column too
                     break
                 swaps.append(Swap(figure.text, named[0].header, own[0].header))
             if swaps:

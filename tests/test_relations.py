@@ -142,6 +142,16 @@ MODELS = "\n".join(
     )
 )
 REVENUE = "\n".join(table_lines([["Segment", "2022", "2023"], ["Cloud", 5.1, 6.3], ["Devices", 2.4, 2.2]]))
+DETECTION = "\n".join(table_lines([["Model", "Box AP", "Mask AP"], ["base", 41.2, 37.1], ["large", 44.0, 39.3]]))
+TRIALS = "\n".join(
+    table_lines(
+        [
+            ["Route", "Crew", "Trips completed", "Time to complete"],
+            ["North", 5, 1, "1199 sec"],
+            ["Island", 3, 4, "1672 sec"],
+        ]
+    )
+)
 
 
 def test_table_rows_keep_each_figure_with_its_column() -> None:
@@ -164,6 +174,8 @@ def test_table_rows_keep_each_figure_with_its_column() -> None:
         ("The large model's AP is 63 [1].", MODELS, ("63", "AP", "Params (M)")),
         ("The 2023 revenue of Cloud was 5.1 billion.", REVENUE, ("5.1 billion", "2023", "2022")),
         ("Devices revenue was 2.4 in 2023.", REVENUE, ("2.4", "2023", "2022")),
+        # headers that share a word: the word they share names neither
+        ("The base model's Box AP is 37.1.", DETECTION, ("37.1", "Box AP", "Mask AP")),
     ],
 )
 def test_a_figure_under_another_column_of_the_named_row_is_a_swap(
@@ -198,6 +210,8 @@ def test_a_figure_under_another_column_of_the_named_row_is_a_swap(
         ("The base model: AP 72.3, and it uses 50 layers.", MODELS.replace("; ", ", ")),
         # the passage says so outside the table
         ("The base model's AP is 50.", MODELS + "\nAfter tuning, the AP of the base model rose to 50."),
+        # the figure's own column is named too, if further from it than another's
+        ("The North route's crew took 1199 seconds to complete.", TRIALS),
     ],
 )
 def test_a_figure_under_its_own_column_or_with_no_column_named_is_not_a_swap(sentence: str, source: str) -> None:
