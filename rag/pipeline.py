@@ -312,13 +312,10 @@ class Ingestor:
 
     def unchanged_results(self, checked: Mapping[Path, Checked]) -> dict[Path, FileResult]:
         """Results of the checked files stored completely in this exact version (pages as stored)."""
-        found = {path: check for path, check in checked.items() if check.state.complete}
-        pages = self._stored_pages([check.source for check in found.values()]) if found else {}
         return {
-            path: FileResult(
-                path, check.source, Outcome.UNCHANGED, chunks=check.state.chunks, pages=pages.get(check.source, 0)
-            )
-            for path, check in found.items()
+            path: FileResult(path, check.source, Outcome.UNCHANGED, chunks=check.state.chunks, pages=check.state.pages)
+            for path, check in checked.items()
+            if check.state.complete
         }
 
     def _content_hash(self, path: Path) -> str | None:
@@ -332,14 +329,6 @@ class Ingestor:
             return hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
             return None
-
-    def _stored_pages(self, sources: list[str]) -> dict[str, int]:
-        """The page counts stored with these documents: one document's rows, or one listing for many."""
-        if len(sources) == 1:
-            rows = self.store.rows_of(sources[0], ["doc_pages"])
-            return {sources[0]: int(rows[0]["doc_pages"])} if rows else {}
-        wanted = set(sources)
-        return {d.source: d.pages for d in self.store.list_documents() if d.source in wanted}
 
     def load_file(
         self, path: Path, *, source: str | None = None, progress: Progress | None = None

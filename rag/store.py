@@ -65,11 +65,13 @@ STALE_BATCH = 256
 
 
 class VersionState(NamedTuple):
-    """A document's stored state: known at all, this exact version stored completely and alone, rows stored."""
+    """A document's stored state: known at all, this exact version stored completely and alone, rows
+    stored, and the page count they record (an unchanged file is reported with it, unread)."""
 
     known: bool
     complete: bool
     chunks: int
+    pages: int = 0
 
 
 class EmbeddingModelMismatchError(StoreError):
@@ -249,7 +251,7 @@ class DocumentStore:
         """``version_state`` of many documents (source -> content hash) in one query per page of rows,
         with the chunks stored under each (many small files cost one round trip, not one each)."""
         chunking = self._chunking(chunking)
-        fields = ["source", "doc_hash", "chunk_count", *(["chunking"] if chunking is not None else [])]
+        fields = ["source", "doc_hash", "chunk_count", "doc_pages", *(["chunking"] if chunking is not None else [])]
         found: dict[str, list[dict[str, Any]]] = {}
         sources = list(versions)
         for start in range(0, len(sources), STATE_BATCH):
@@ -262,7 +264,7 @@ class DocumentStore:
             complete = (
                 bool(rows) and versions_seen == {(content_hash, chunking)} and len(rows) == rows[0]["chunk_count"]
             )
-            states[source] = VersionState(bool(rows), complete, len(rows))
+            states[source] = VersionState(bool(rows), complete, len(rows), int(rows[0]["doc_pages"]) if rows else 0)
         return states
 
     def write(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, chunking: str = "") -> None:
