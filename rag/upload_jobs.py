@@ -267,7 +267,8 @@ class UploadJobs:
 def recover(staged: StagedUpload, collection: str, services: Services | None) -> Recovered:
     """Settle a leftover staging file against its collection's store (``services``; None when the
     collection is gone). A version stored completely is committed; an unfinished one has its
-    chunks removed and is to be queued again (resumed); without a store to ask, the file goes."""
+    chunks removed and is to be queued again (resumed), once: one that a restart queued again
+    already goes, as does one without a store to ask."""
     try:
         if services is not None:
             content_hash = hashlib.sha256(staged.staging.read_bytes()).hexdigest()
@@ -277,7 +278,10 @@ def recover(staged: StagedUpload, collection: str, services: Services | None) ->
                 staged.commit()
                 return Recovered(staged.name, collection, kept=True)
             ingestor.store.discard_version(staged.name, content_hash, ingestor.chunking)
-            return Recovered(staged.name, collection, kept=False, resumed=True)
+            if not staged.resumed_mark.exists():
+                staged.resumed_mark.touch()
+                return Recovered(staged.name, collection, kept=False, resumed=True)
+            log.warning("the upload %s, added again after a restart, stopped the app again: removed", staged.name)
     except Exception:  # the store may be down: the file still goes, and a later upload replaces the rest
         log.warning("could not check the leftover upload %s against the store", staged.staging, exc_info=True)
     staged.discard()

@@ -11,6 +11,7 @@ from rag.loading import SUPPORTED_SUFFIXES
 
 _UNSAFE = re.compile(r"[^\w.\- ()]+")
 UNWRITTEN = ".writing"  # suffix of an upload's bytes while they are written, before they are staged
+RESUMED = ".resumed"  # beside a staging file queued again after a restart: a second restart removes it
 _STAGING = re.compile(r"^\..+\.part\.[^.]+$")  # ".NAME.part.pdf", from staging_path
 
 
@@ -44,12 +45,20 @@ class StagedUpload:
     staging: Path
     target: Path
 
+    @property
+    def resumed_mark(self) -> Path:
+        """Set when a restart queued this upload again: if the app stops during that attempt too
+        (an upload that brings it down, say), the next start removes the upload instead of looping."""
+        return self.staging.with_name(self.staging.name + RESUMED)
+
     def commit(self) -> Path:
         self.staging.replace(self.target)
+        self.resumed_mark.unlink(missing_ok=True)
         return self.target
 
     def discard(self) -> None:
         self.staging.unlink(missing_ok=True)
+        self.resumed_mark.unlink(missing_ok=True)
 
 
 def staging_path(target: Path) -> Path:

@@ -190,6 +190,25 @@ def test_leftovers_are_settled_against_the_store(services: Services, caplog):
         jobs.close()
 
 
+def test_an_upload_queued_again_that_stops_the_app_again_is_removed(services: Services, caplog):
+    """No restart loop: an upload the last start queued again, and that did not finish either (it
+    brought the app down, say), is removed at the next start, its partial chunks too."""
+    settings = services.settings
+    staged = stage_upload(
+        "heavy.txt", b"A file that stops the app while it is added.", settings.uploads_dir, max_bytes=10**6
+    )
+    staged.resumed_mark.touch()  # the previous start queued it again
+    with caplog.at_level(logging.WARNING, logger="rag.upload_jobs"):
+        jobs = UploadJobs.start(settings.data_dir / "uploads", lambda c: services if c == settings.collection else None)
+    try:
+        assert [(r.name, r.kept, r.resumed) for r in jobs.recovered] == [("heavy.txt", False, False)]
+        assert jobs.jobs() == [] and files_in(settings.uploads_dir) == []
+        assert "stopped the app again" in caplog.text
+        assert "Upload them again" in (jobs.cleanup_notice() or "")
+    finally:
+        jobs.close()
+
+
 def test_job_states_in_words():
     job = UploadJob("a.pdf", "docs")
     assert job.describe() == "queued" and job.active
