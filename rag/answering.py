@@ -210,7 +210,7 @@ class AnswerStream:
         if settings.focused_sentences:  # a focused prompt; the citations still point at the whole passages
             from rag.sentence_ranking import focus_sources
 
-            focused = focus_sources(self.sources, self._ranked(), settings.focused_sentences)
+            focused = focus_sources(self.sources, self._ranked(), settings.focused_sentences, self.question)
             _, messages = fit_sources(self.question, focused, generator, max_new, key)
         else:
             self.sources, messages = fit_sources(self.question, self.sources, generator, max_new, key)

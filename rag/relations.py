@@ -35,6 +35,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from rag.facts import CITATION, COMMON_WORDS, NEGATION, Number, find_numbers, same_amount, word_key
+from rag.readers.tables import ROW_LINE, row_cells
 from rag.sentences import split_sentences
 
 RESPECTIVELY = re.compile(r"\brespectively\b", re.IGNORECASE)
@@ -43,7 +44,6 @@ _VALUE_GAP = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|\s+(?:and|or|vs\.?)\s+|/|;)\
 _TOKEN = re.compile(r"“[^”]{1,60}”|\"[^\"]{1,60}\"|[^\W_][\w’'-]*|,|&|/|\S")
 _LIST_WORDS = {"and", "or", "&", "/", "vs", "versus"}
 _SKIPPED_AFTER_SEPARATOR = {"the", "a", "an", "our", "its", "their", "his", "her"}
-_ROW = re.compile(r"^[^:;\n]{1,80}: [^;\n]+(?:; [^:;\n]{1,80}: [^;\n]+)+$")
 _VALUE_MARK = "\u0000"
 _NOT_NAMES = COMMON_WORDS | {"were", "been", "being", "respectively", "values", "value"}
 MAX_ITEM_WORDS = 3  # an item's last words: "For the quarterly revenue" names "quarterly revenue"
@@ -199,7 +199,7 @@ def table_pairings(text: str) -> list[Pairing]:
     rows = []
     for line in text.splitlines():
         line = line.strip()
-        if not _ROW.match(line):
+        if not ROW_LINE.match(line):
             continue
         cells = [cell.split(": ", 1)[1] for cell in line.split("; ")]
         label, rest = cells[0], "; ".join(cells[1:])
@@ -219,11 +219,8 @@ def table_pairings(text: str) -> list[Pairing]:
 
 def _row_cells(line: str) -> tuple[str, list[tuple[str, str]]] | None:
     """Label and ``(header, value)`` cells of a line written as a table row; ``None`` for other lines."""
-    line = line.strip()
-    if not _ROW.match(line):
-        return None
-    cells = [tuple(cell.split(": ", 1)) for cell in line.split("; ")]
-    return cells[0][1], [(header, value) for header, value in cells[1:]]
+    cells = row_cells(line)
+    return None if cells is None else (cells[0][1], cells[1:])
 
 
 def _cell_words(value: str, numbers: Sequence[Number]) -> frozenset[str]:
@@ -344,7 +341,7 @@ class Statement:
 @lru_cache(maxsize=4096)
 def source_statements(text: str) -> tuple[Statement, ...]:
     """The other sentences of a source, which may state a pairing the table or list does not."""
-    prose = "\n".join(line for line in text.splitlines() if not _ROW.match(line.strip()))
+    prose = "\n".join(line for line in text.splitlines() if not ROW_LINE.match(line.strip()))
     return tuple(
         Statement(frozenset(word_key(w) for w in _words(s)), tuple(find_numbers(s)))
         for s in split_sentences(prose)

@@ -28,6 +28,7 @@ from rag.facts import find_numbers
 from rag.grounding import PassageSentence, passage_sentences
 from rag.keywords import STOP_WORDS, stem
 from rag.questions import asked_figure_kind, asks_for_figure, is_of_kind, new_figures
+from rag.readers.tables import row_cells
 
 FOCUS_GAP = "…"  # stands between sentences of one passage that are not adjacent
 
@@ -121,12 +122,15 @@ def key_sentence(
     return KeySentence(text, source.source, source.page, source.n, round(best.score, 4))
 
 
-def focus_sources(sources: Sequence[Source], ranked: Sequence[RankedSentence], sentences: int) -> list[Source]:
+def focus_sources(
+    sources: Sequence[Source], ranked: Sequence[RankedSentence], sentences: int, question: str = ""
+) -> list[Source]:
     """The passages cut down to their ``sentences`` best-ranked sentences (each with the one before it).
 
     Sources keep their numbers, so the model's citations still point at the whole passages the
     user sees; a passage with no chosen sentence is left out. Within a passage the sentences keep
-    their order, and a gap between them is marked with an ellipsis.
+    their order, and a gap between them is marked with an ellipsis. A table row (``Header: value;
+    …``) keeps only its label and the columns the question names, when it names any (``focus_row``).
     """
     chosen: dict[int, set[int]] = {}
     for r in ranked[:sentences]:
@@ -142,10 +146,29 @@ def focus_sources(sources: Sequence[Source], ranked: Sequence[RankedSentence], s
         for i in sorted(chosen[source.n]):
             if last is not None and i != last + 1:
                 pieces.append(FOCUS_GAP)
-            pieces.append(parts[i].text)
+            pieces.append(focus_row(parts[i].text, question))
             last = i
         focused.append(replace(source, text=" ".join(pieces)))
     return focused
+
+
+def focus_row(text: str, question: str) -> str:
+    """A table row cut to its label and the cells that share a word with the question, in their
+    header or their value: "Vessel class: Cruise ship; Winter rate: 655.00" for "What is the winter
+    rate for a cruise ship?", so that a small model has one figure to copy, not five. Other text,
+    a row none of whose cells the question names, and one whose every cell it names are left whole.
+
+    Measured on 24 questions about the cells of a scanned fee table (two rows in the prompt,
+    the best and the one before it): as many right figures (12) as whole rows, and one wrong
+    figure against six. The row before stays: without it the model gave 3 right of 24."""
+    cells = row_cells(text)
+    if cells is None or not question:
+        return text
+    asked = set(_terms(question))
+    named = [cell for cell in cells[1:] if asked & set(_terms(f"{cell[0]} {cell[1]}"))]
+    if not named or len(named) == len(cells) - 1:
+        return text
+    return "; ".join(f"{header}: {value}" for header, value in [cells[0], *named])
 
 
 class _TermRelevance:

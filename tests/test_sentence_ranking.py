@@ -12,7 +12,7 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.pipeline import Ingestor
 from rag.retrieval import Retriever
-from rag.sentence_ranking import focus_sources, key_sentence, rank_sentences
+from rag.sentence_ranking import focus_row, focus_sources, key_sentence, rank_sentences
 
 BANK = (
     "Northbank was founded in 1911 in Halifax. The bank served 1,234 branches across Canada. "
@@ -162,3 +162,43 @@ def test_the_key_sentence_is_the_table_row_the_question_names_by_its_figure(embe
         question = f"What is the polarization resistance for stainless steel with {grams} g of egg shell inhibitor?"
         key = key_sentence(question, [table], embedder)
         assert key is not None and resistance in key.text, (grams, key)
+
+
+def test_a_table_row_is_cut_to_its_label_and_the_columns_the_question_names(embedder: Embedder) -> None:
+    """The focused prompt gives the model the asked cell of a row, not every figure of it (and of
+    the row before it); the answer's sources and the grounding check keep the whole passage."""
+    from rag.readers.tables import table_lines
+
+    fees = "\n".join(
+        table_lines(
+            [
+                ["Vessel class", "Berth fee per day", "Pilotage fee", "Waste levy", "Winter rate"],
+                ["Bulk carrier", "410.00", "380.00", "66.00", "305.00"],
+                ["Cruise ship", "875.00", "520.00", "140.00", "655.00"],
+            ]
+        )
+    )
+    given = [Source(1, "/docs/harbour.pdf", "harbour.pdf", 1, 0.7, fees)]
+    question = "What is the winter rate for a cruise ship?"
+    ranked = rank_sentences(question, given, embedder)
+    assert ranked[0].sentence.text.startswith("Vessel class: Cruise ship;")
+    [focused] = focus_sources(given, ranked, 1, question)
+    assert (
+        focused.text == "Vessel class: Bulk carrier; Winter rate: 305.00 Vessel class: Cruise ship; Winter rate: 655.00"
+    )
+    assert given[0].text == fees  # the passage itself is untouched
+
+    # no column named, or every one: the row stays whole; prose is never cut
+    whole = "Vessel class: Cruise ship; Berth fee per day: 875.00; Pilotage fee: 520.00"
+    assert focus_row(whole, "Tell me about cruise ships.") == whole
+    assert focus_row(whole, "What are the berth and pilotage fees of a cruise ship?") == whole
+    # a cell named by its value stays: the notes that say what a dataset holds
+    zoo = "Dataset: HJDataset; Base Model: F / M; Large Model: -; Notes: Layouts of history Japanese documents"
+    assert focus_row(zoo, "Which dataset of the model zoo holds Japanese documents?") == zoo
+    assert (
+        focus_row(zoo, "What do the notes say of HJDataset?")
+        == "Dataset: HJDataset; Notes: Layouts of history Japanese documents"
+    )
+    assert (
+        focus_row("The winter rate: 655.00 for cruise ships.", question) == "The winter rate: 655.00 for cruise ships."
+    )

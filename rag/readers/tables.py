@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 _WHITESPACE = re.compile(r"\s+")
+# A line ``table_lines`` wrote: ``Header: value; Header: value`` (two cells or more).
+ROW_LINE = re.compile(r"^[^:;\n]{1,80}: [^;\n]+(?:; [^:;\n]{1,80}: [^;\n]+)+$")
 
 
 def cell_text(value: object) -> str:
@@ -57,3 +59,11 @@ def table_lines(rows: Iterable[Sequence[object]]) -> list[str]:
             cells.append(f"{header}: {value}" if header and header != value else value)
         lines.append("; ".join(cells))
     return lines
+
+
+def row_cells(line: str) -> list[tuple[str, str]] | None:
+    """The ``(header, value)`` cells of a line ``table_lines`` wrote, label first; None for other lines."""
+    line = line.strip()
+    if not ROW_LINE.match(line):
+        return None
+    return [(header, value) for header, _, value in (cell.partition(": ") for cell in line.split("; "))]
