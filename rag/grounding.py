@@ -204,7 +204,7 @@ class GroundingChecker:
         swap = None
         if self.use_pairings:
             figures = [f for f in facts if f.kind in ("number", "year") and f not in missing]
-            swap = swapped_pairing(sentence, [sources[by_number[n]].text for n in group], figures)
+            swap = swapped_pairing(sentence, [sources[by_number[n]].text for n in group], figures, question)
         negation_change = None
         quoted = False
         if self.use_near_copy and members:

@@ -391,21 +391,28 @@ def _near_keys(text: str, number: Number) -> set[str]:
     return {word_key(w) for w in near if w.lower() not in _NOT_NAMES}
 
 
-def _list_swap(figures: Sequence[Figure], said_keys: set[str], sources: Sequence[str]) -> Swap | None:
+def _list_swap(
+    figures: Sequence[Figure], said_keys: set[str], sources: Sequence[str], asked_keys: set[str]
+) -> Swap | None:
     """A figure of one "respectively" item or table row stated with words that name another.
 
+    A sentence that names no item of the list or table speaks of the one the question names, if
+    it names exactly one ("The pilotage fee is 120.00" in an answer about the passenger ferry).
     Not when a word of any cell of the figure's own row is there too ("DPR", whose row is labelled
     "Single"), nor when another sentence of the sources puts the figure with the other item.
     """
     for text in sources:
         for group in source_pairings(text):
+            asked = [p for p in group if p.keys & asked_keys]
+            named_here = any(p.keys & said_keys for p in group)
+            context = said_keys if named_here or len(asked) != 1 else said_keys | asked[0].keys
             for figure in figures:
                 own = [p for p in group if any(_same_value(figure, v) for v in p.values)]
                 if not own or len(own) == len(group):
                     continue
-                if any((p.keys | p.words) & said_keys for p in own):
+                if any((p.keys | p.words) & context for p in own):
                     continue
-                named = [p for p in group if p not in own and p.keys & said_keys]
+                named = [p for p in group if p not in own and p.keys & context]
                 if named and not _stated_elsewhere(sources, named[0].keys, figure, frozenset()):
                     return Swap(figure.text, named[0].subject, own[0].subject)
     return None
@@ -474,11 +481,14 @@ def _name_swap(said_keys: set[str], sources: Sequence[str]) -> Swap | None:
     return None
 
 
-def swapped_pairing(sentence: str, sources: Iterable[str], numbers: Sequence[Figure] | None = None) -> Swap | None:
+def swapped_pairing(
+    sentence: str, sources: Iterable[str], numbers: Sequence[Figure] | None = None, question: str = ""
+) -> Swap | None:
     """The first figure or name of ``sentence`` that its sources pair with another item than the one it names.
 
     ``numbers``: the sentence's figures to check (default: all of them); a figure that restates
     the question is usually left out by the caller. Names are checked whatever ``numbers`` holds.
+    ``question``: the item it names stands for a sentence of the answer that names none.
     """
     plain = CITATION.sub("", sentence)
     if NEGATION.search(plain):
@@ -487,7 +497,7 @@ def swapped_pairing(sentence: str, sources: Iterable[str], numbers: Sequence[Fig
     said_keys = {word_key(w) for w in _words(plain)}
     figures = find_numbers(plain) if numbers is None else numbers
     return (
-        _list_swap(figures, said_keys, texts)
+        _list_swap(figures, said_keys, texts, {word_key(w) for w in _words(question)})
         or _column_swap(plain, figures, said_keys, texts)
         or _name_swap(said_keys, texts)
     )

@@ -321,3 +321,34 @@ def test_real_documents_pair_names_and_columns_and_their_own_sentences_are_no_sw
     assert swapped_pairing("Grace Hopper's salary is 6100.", [people]) is None
     assert swapped_pairing("Grace Hopper, born in 1906, earns a salary of 6100.", [people]) is None
     assert swapped_pairing("The salary of 1906 is not listed.", [people]) is None
+
+
+@pytest.mark.parametrize(
+    ("sentence", "question", "swap"),
+    [
+        # the answer's sentence names no row: it speaks of the one the question names
+        ("The pilotage fee is 120.00 [1].", "What are the fees for a passenger ferry?", ("120.00", "Passenger ferry")),
+        ("It uses ResNet 50.", "Which backbone does the large model use?", ("50", "large model")),
+        # its own row's figure, or a row named in the sentence, or no single row asked about
+        ("The pilotage fee is 145.00 [1].", "What are the fees for a passenger ferry?", None),
+        ("The cargo barge pays 120.00 [1].", "What are the fees for a passenger ferry?", None),
+        ("The pilotage fee is 120.00 [1].", "Which fees do the passenger ferry and the cargo barge pay?", None),
+        ("The pilotage fee is 120.00 [1].", "Which vessel pays the highest pilotage fee?", None),
+        ("It uses ResNet 50.", "", None),
+    ],
+)
+def test_a_sentence_naming_no_row_is_read_as_about_the_row_the_question_names(
+    sentence: str, question: str, swap: tuple[str, str] | None
+) -> None:
+    fees = "\n".join(
+        table_lines(
+            [
+                ["Vessel class", "Berth fee per day", "Pilotage fee"],
+                ["Cargo barge", "95.00", "120.00"],
+                ["Passenger ferry", "130.00", "145.00"],
+            ]
+        )
+    )
+    source = LAYOUTPARSER if "ResNet" in sentence else fees
+    found = swapped_pairing(sentence, [source], question=question)
+    assert (found and (found.value, found.said)) == (swap or None)
