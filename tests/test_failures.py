@@ -440,10 +440,13 @@ def test_encode_and_count_tokens_take_turns(embedder, monkeypatch):
         return real_encode(*args, **kwargs)
 
     monkeypatch.setattr(embedder.model, "encode", slow_encode)
-    question = threading.Thread(target=embedder.embed_query, args=("When did the volcano erupt?",))
+    # ``encode`` itself: ``embed_query`` may answer a question asked before from the recent vectors
+    question = threading.Thread(target=embedder.encode, args=(["When did the volcano erupt?"],))
     question.start()
-    while not events:
+    deadline = time.monotonic() + 30
+    while not events and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert events, "the encode never reached the model"
     embedder.count_tokens("Mount Zenda is a stratovolcano.")
     events.append("counted")
     question.join()
