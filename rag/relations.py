@@ -198,10 +198,9 @@ def table_pairings(text: str) -> list[Pairing]:
     """Row label and figures of each table row in ``text`` written as ``Header: value; Header: value``."""
     rows = []
     for line in text.splitlines():
-        line = line.strip()
-        if not ROW_LINE.match(line):
+        if (row := row_cells(line)) is None:
             continue
-        cells = [cell.split(": ", 1)[1] for cell in line.split("; ")]
+        cells = [value for _, value in row]
         label, rest = cells[0], "; ".join(cells[1:])
         numbers = tuple(find_numbers(rest))
         if numbers and _words(label):
@@ -217,12 +216,6 @@ def table_pairings(text: str) -> list[Pairing]:
     ]
 
 
-def _row_cells(line: str) -> tuple[str, list[tuple[str, str]]] | None:
-    """Label and ``(header, value)`` cells of a line written as a table row; ``None`` for other lines."""
-    cells = row_cells(line)
-    return None if cells is None else (cells[0][1], cells[1:])
-
-
 def _cell_words(value: str, numbers: Sequence[Number]) -> frozenset[str]:
     """Keys of a cell's words outside its figures and their units: "resnet" of "ResNet 50", none of "32 minutes"."""
     for number in reversed(numbers):
@@ -235,7 +228,7 @@ def table_rows(text: str) -> list[Row]:
 
     A lone row is named by all its label's words; rows are told apart by the words only one has.
     """
-    found = [cells for line in text.splitlines() if (cells := _row_cells(line)) and _words(cells[0])]
+    found = [(row[0][1], row[1:]) for line in text.splitlines() if (row := row_cells(line)) and _words(row[0][1])]
     if len(found) == 1:
         row_keys = [frozenset(word_key(w) for w in _words(found[0][0]))]
     else:
